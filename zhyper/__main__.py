@@ -1,0 +1,5 @@
+import sys
+
+from zhyper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``zhyper`` subcommand: ``configure(parser)`` and ``run(args) -> int``."""

@@ -1,0 +1,275 @@
+"""ZLinear: a frozen linear layer plus a context-modulated low-rank update.
+
+Zhyper (arXiv 2510.19733) keeps the LoRA factors A and B shared across contexts and lets a
+hypernetwork emit only a small modulation per context and layer::
+
+    diag    ΔW = s · B · diag(z) · A        z ∈ R^r        (shared A, B trained)
+    square  ΔW = s · B · Z · A              Z ∈ R^{r×r}    (shared A, B trained)
+    full    ΔW = s · B_c · A_c              A_c, B_c generated (Text-to-LoRA baseline)
+
+with s = alpha / r (LoRA) or alpha / sqrt(r) (rsLoRA), and PEFT's layout (A: r×in, B: out×r).
+
+Shapes of the forward pass (b = batch, t = tokens, any number of middle dims)::
+
+    x (b, t, in) ──W──────────────────────────────► (b, t, out) ─┐
+        │                                                         + ──► y (b, t, out)
+        └─dropout─A─► h (b, t, r) ─⊙ s·z_b / ·(s·Z_b)ᵀ─► (b, t, r) ─B─┘
+
+The per-sample modulation touches only the rank-r activations h: no per-sample or per-token
+copy of any weight is made. The base path keeps the input dtype (e.g. bf16); the adapter
+runs in the adapter's dtype (fp32 by default) and its result is cast back.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("diag", "square", "full")
+
+
+def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
+    """LoRA's s = alpha / r, or rsLoRA's s = alpha / sqrt(r) (Kalajdzievski, 2023)."""
+    return alpha / math.sqrt(rank) if rslora else alpha / rank
+
+
+def init_lora_a_(weight: torch.Tensor) -> torch.Tensor:
+    """Kaiming-uniform with a = sqrt(5), as nn.Linear and PEFT initialise lora_A."""
+    return nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+
+
+def modulation_shape(mode: str, rank: int, in_features: int, out_features: int) -> tuple[int, ...]:
+    """Shape of one context's modulation for a layer: (r,), (r, r) or (r*in + out*r,)."""
+    if mode == "diag":
+        return (rank,)
+    if mode == "square":
+        return (rank, rank)
+    if mode == "full":
+        return (rank * in_features + out_features * rank,)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def split_full(modulation: torch.Tensor, rank: int, in_features: int, out_features: int):
+    """Split a flat full-mode modulation (..., r*in + out*r) into A_c (..., r, in), B_c (..., out, r)."""
+    lead = modulation.shape[:-1]
+    n_a = rank * in_features
+    a = modulation[..., :n_a].reshape(*lead, rank, in_features)
+    b = modulation[..., n_a:].reshape(*lead, out_features, rank)
+    return a, b
+
+
+class ZLinear(nn.Module):
+    """A frozen ``nn.Linear`` with a Zhyper low-rank update modulated per sample.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as ``nn.Linear`` (the frozen base).
+        rank: r, the rank of the update (> 0).
+        mode: ``"diag"`` (z of shape (r,)), ``"square"`` (Z of shape (r, r)) or ``"full"``
+            (generated A_c, B_c flattened into one vector; no shared factors).
+        alpha: LoRA alpha; the update is scaled by alpha / r (alpha / sqrt(r) with rslora).
+        rslora: use the rank-stabilised scaling alpha / sqrt(r).
+        dropout: dropout probability on the adapter input only (the base path never drops).
+        adapter_dtype: dtype of lora_A / lora_B and of the adapter math (fp32 default).
+
+    The modulation is passed per call, ``layer(x, modulation=z)``, or set for a block of
+    code with ``with layer.modulated(z): ...`` for models whose forward cannot be changed.
+    z is either one context's modulation (``modulation_shape``), applied to every sample,
+    or a batch ``(b, *modulation_shape)`` with one modulation per sample of x.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int = 8,
+        mode: str = "diag",
+        alpha: float = 16.0,
+        rslora: bool = False,
+        dropout: float = 0.0,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        adapter_dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+            raise ValueError(f"rank must be a positive int, got {rank!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if in_features <= 0 or out_features <= 0:
+            raise ValueError(f"in_features and out_features must be positive, got {in_features}, {out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.rank, self.mode, self.alpha, self.rslora = rank, mode, float(alpha), bool(rslora)
+        self.scaling = lora_scaling(self.alpha, rank, self.rslora)
+        self.adapter_dtype = adapter_dtype
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype), requires_grad=False)
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype), requires_grad=False) if bias else None
+        )
+        if mode == "full":  # the hypernetwork generates both factors; nothing shared is trained
+            self.lora_A = self.lora_B = None
+        else:
+            self.lora_A = nn.Parameter(torch.empty(rank, in_features, device=device, dtype=adapter_dtype))
+            self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=adapter_dtype))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self._modulation: torch.Tensor | None = None
+        self._merged: torch.Tensor | None = None  # the delta folded into weight, while merged
+        self.adapter_enabled = True
+        if device is None or torch.device(device).type != "meta":
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self.reset_adapter()
+
+    def reset_adapter(self) -> None:
+        """lora_A Kaiming-uniform(a=sqrt(5)), lora_B zeros: the update starts at exactly 0."""
+        if self.lora_A is not None:
+            init_lora_a_(self.lora_A)
+            nn.init.zeros_(self.lora_B)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int = 8, mode: str = "diag", **kwargs) -> "ZLinear":
+        """Wrap an existing ``nn.Linear``: its weight and bias tensors are reused (not copied) and frozen."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight
+        layer = cls(linear.in_features, linear.out_features, rank=rank, mode=mode, bias=linear.bias is not None,
+                    device="meta", dtype=w.dtype, **kwargs)
+        # The same Parameter objects, not copies: tied or ZeRO-3-partitioned weights stay what they were.
+        layer.weight = w.requires_grad_(False)
+        if linear.bias is not None:
+            layer.bias = linear.bias.requires_grad_(False)
+        if layer.lora_A is not None:
+            device = w.device
+            layer.lora_A = nn.Parameter(torch.empty(rank, linear.in_features, device=device, dtype=layer.adapter_dtype))
+            layer.lora_B = nn.Parameter(torch.zeros(linear.out_features, rank, device=device, dtype=layer.adapter_dtype))
+            if device.type != "meta":
+                layer.reset_adapter()
+        return layer
+
+    @property
+    def modulation_shape(self) -> tuple[int, ...]:
+        return modulation_shape(self.mode, self.rank, self.in_features, self.out_features)
+
+    @property
+    def merged(self) -> bool:
+        return self._merged is not None
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+                f"mode={self.mode!r}, scaling={self.scaling:g}, bias={self.bias is not None}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor | None = None) -> torch.Tensor:
+        if modulation is None:
+            modulation = self._modulation
+        if self._merged is not None:
+            if modulation is not None:
+                raise ValueError("ZLinear is merged; call unmerge() before running it with a modulation")
+            return F.linear(x, self.weight, self.bias)
+        if not self.adapter_enabled:
+            return F.linear(x, self.weight, self.bias)
+        if modulation is None:
+            raise ValueError(
+                f"ZLinear ({self.in_features}->{self.out_features}, mode={self.mode!r}) needs a modulation of shape "
+                f"{self.modulation_shape} or (batch, *{self.modulation_shape}); got none. Pass modulation=..., "
+                "use `with layer.modulated(z):`, or disable the adapter to run the base layer")
+        z = self._check_modulation(modulation, x)
+        y = F.linear(x, self.weight, self.bias)  # base path in x's dtype
+        xa = self.dropout(x).to(self.adapter_dtype)
+        if self.mode == "full":
+            a_c, b_c = split_full(z, self.rank, self.in_features, self.out_features)  # (b, r, in), (b, out, r)
+            delta = _per_sample(xa, a_c, b_c) * self.scaling
+        else:
+            h = F.linear(xa, self.lora_A)  # (b, ..., r)
+            if self.mode == "diag":
+                z = z * self.scaling
+                h = h * (z if z.dim() == 1 else z.view(z.shape[0], *([1] * (h.dim() - 2)), self.rank))
+            else:
+                h = _apply_square(h, z * self.scaling)
+            delta = F.linear(h, self.lora_B)  # (b, ..., out)
+        return y + delta.to(y.dtype)
+
+    def _check_modulation(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"modulation must be a torch.Tensor, got {type(z).__name__}")
+        shape = self.modulation_shape
+        if tuple(z.shape) == shape:
+            return z.to(self.adapter_dtype)
+        if tuple(z.shape[1:]) != shape:
+            raise ValueError(f"modulation has shape {tuple(z.shape)}; expected {shape} (one context) or "
+                             f"(batch, *{shape}) for mode {self.mode!r}, rank {self.rank}")
+        if x.dim() < 2 or z.shape[0] != x.shape[0]:
+            raise ValueError(f"modulation batch size {z.shape[0]} does not match input batch size "
+                             f"{x.shape[0] if x.dim() >= 2 else 'none (x is 1-D)'} (x has shape {tuple(x.shape)})")
+        return z.to(self.adapter_dtype)
+
+    @contextmanager
+    def modulated(self, modulation: torch.Tensor) -> Iterator["ZLinear"]:
+        """Set the modulation for every forward inside the block; restored on exit, even on error."""
+        previous = self._modulation
+        self._modulation = modulation
+        try:
+            yield self
+        finally:
+            self._modulation = previous
+
+    # ------------------------------------------------------------------ merge
+    @torch.no_grad()
+    def delta_weight(self, modulation: torch.Tensor) -> torch.Tensor:
+        """ΔW (out, in) in fp32 for one context's modulation (shape ``modulation_shape``)."""
+        if tuple(modulation.shape) != self.modulation_shape:
+            raise ValueError(f"delta_weight takes one context's modulation of shape {self.modulation_shape}, "
+                             f"got {tuple(modulation.shape)}")
+        z = modulation.detach().float()
+        if self.mode == "full":
+            a, b = split_full(z, self.rank, self.in_features, self.out_features)
+        else:
+            a, b = self.lora_A.detach().float(), self.lora_B.detach().float()
+            b = b * z if self.mode == "diag" else b @ z
+        return self.scaling * (b @ a)
+
+    @torch.no_grad()
+    def merge(self, modulation: torch.Tensor) -> None:
+        """Fold one context's ΔW into the base weight (for serving that one context)."""
+        if self._merged is not None:
+            raise ValueError("ZLinear is already merged; call unmerge() first")
+        delta = self.delta_weight(modulation)
+        self.weight.data = (self.weight.float() + delta).to(self.weight.dtype)
+        self._merged = delta
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the merged ΔW again (exact up to floating-point rounding)."""
+        if self._merged is None:
+            raise ValueError("ZLinear is not merged; nothing to unmerge")
+        self.weight.data = (self.weight.float() - self._merged).to(self.weight.dtype)
+        self._merged = None
+
+
+def _apply_square(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """h (b, ..., r) · Zᵀ with Z (r, r) shared or (b, r, r) per sample."""
+    if z.dim() == 2:
+        return h @ z.transpose(0, 1)
+    flat = h.reshape(h.shape[0], -1, h.shape[-1])  # (b, n, r)
+    return torch.bmm(flat, z.transpose(1, 2)).reshape(h.shape)
+
+
+def _per_sample(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x (b, ..., in) through generated factors A_c (b|-, r, in), B_c (b|-, out, r)."""
+    if a.dim() == 2:
+        return F.linear(F.linear(x, a), b)
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (b, n, in)
+    h = torch.bmm(flat, a.transpose(1, 2))  # (b, n, r)
+    out = torch.bmm(h, b.transpose(1, 2))  # (b, n, out)
+    return out.reshape(*x.shape[:-1], b.shape[-2])
