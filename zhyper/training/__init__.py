@@ -1,0 +1,1 @@
+"""Training: run config, objective, crash-safe checkpoints, evaluation (used by launch/train.py)."""

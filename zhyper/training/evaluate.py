@@ -1,0 +1,163 @@
+"""Evaluation of a Zhyper run: validation losses, the conditioning gap, rule-compliance accuracy.
+
+Every rank computes its share and the sums are all-reduced, so rank 0 reports global
+figures. Under ZeRO-3 every forward is a collective (parameters are gathered), so all ranks
+must run the same number of batches: shards are padded with zero-weight repeats.
+
+The conditioning gap is the loss with the right description minus the loss with a wrong one
+(a description of another context) on the same examples: negative means the hypernetwork's
+modulation carries the context.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .objective import per_example_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalItem:
+    prompt: str
+    response: str
+    system: str
+    context: str
+    description: str
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def shard(items: list, rank: int, world: int) -> tuple[list, list[float]]:
+    """This rank's share, padded to the same length on every rank; weights 0 mark padding."""
+    per_rank = -(-len(items) // world)
+    mine = items[rank::world]
+    weights = [1.0] * len(mine)
+    while len(mine) < per_rank:
+        mine.append(items[0])
+        weights.append(0.0)
+    return mine, weights
+
+
+@torch.no_grad()
+def mean_loss(forward, collator, encode, items: list[EvalItem], rank: int, world: int, batch_size: int) -> float:
+    """Token-mean response loss over ``items`` (all ranks together).
+
+    ``forward(input_ids, attention_mask, context_embeddings) -> logits``; ``encode(list[str])``
+    returns (n, d_c) description embeddings.
+    """
+    mine, weights = shard(items, rank, world)
+    total = torch.zeros(2, dtype=torch.float64)
+    for i in range(0, len(mine), batch_size):
+        chunk, w = mine[i:i + batch_size], torch.tensor(weights[i:i + batch_size], dtype=torch.float64)
+        batch = collator([{"prompt": it.prompt, "response": it.response, "system": it.system,
+                           "description": it.description} for it in chunk])
+        logits = forward(batch["input_ids"], batch["attention_mask"], encode(batch["descriptions"]))
+        loss, n = per_example_loss(logits, batch["labels"])
+        total += torch.stack([(loss.double() * w).sum(), (n.double() * w).sum()])
+    total = _all_reduce(total)
+    return float(total[0] / total[1].clamp_min(1))
+
+
+def eval_items(data, split: str, max_examples: int, wrong: bool = False, seed: int = 0) -> list[EvalItem]:
+    """Up to ``max_examples`` rows of ``split`` with a held-out description of their context.
+
+    With ``wrong=True`` each row gets a description of a different context of the same split
+    (the next context in sorted order), for the conditioning gap.
+    """
+    import random
+
+    rows = data.split(split)
+    if len(rows) == 0:
+        return []
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    order = order[:max_examples]
+    contexts = sorted(set(rows["context"]))
+    items = []
+    for i in order:
+        row = rows[i]
+        ctx = row["context"]
+        if wrong:
+            if len(contexts) < 2:
+                return []
+            ctx = contexts[(contexts.index(ctx) + 1) % len(contexts)]
+        pool = data.heldout_descriptions.get(ctx) or data.descriptions[ctx]
+        items.append(EvalItem(row["prompt"], row["response"], row.get("system") or "", row["context"],
+                              pool[rng.randrange(len(pool))]))
+    return items
+
+
+def validation_metrics(forward, collator, encode, data, rank: int, world: int, max_examples: int,
+                       batch_size: int) -> dict[str, float]:
+    """val_seen_loss (held-out descriptions), val_seen_wrong_loss, conditioning_gap, val_unseen_loss."""
+    out: dict[str, float] = {}
+    seen = eval_items(data, "validation", max_examples)
+    if seen:
+        out["val_seen_loss"] = mean_loss(forward, collator, encode, seen, rank, world, batch_size)
+        wrong = eval_items(data, "validation", max_examples, wrong=True)
+        if wrong:
+            out["val_seen_wrong_loss"] = mean_loss(forward, collator, encode, wrong, rank, world, batch_size)
+            out["conditioning_gap"] = out["val_seen_loss"] - out["val_seen_wrong_loss"]
+    unseen = eval_items(data, "unseen", max_examples)
+    if unseen:
+        out["val_unseen_loss"] = mean_loss(forward, collator, encode, unseen, rank, world, batch_size)
+    return out
+
+
+def accuracy_table(model, data, rank: int, world: int, n_examples: int, max_new_tokens: int,
+                   batch_size: int = 16) -> dict[str, dict[str, float]]:
+    """Rule-compliance accuracy of greedy answers, {condition: {split: accuracy}}, all ranks together.
+
+    Conditions: ``base`` (adapters off, no description), ``base+prompt`` (adapters off,
+    description in the prompt), ``zhyper`` (description only through the hypernetwork:
+    held-out descriptions on seen contexts, any description on unseen contexts).
+    ``model`` is a plain (non-DeepSpeed) ZhyperModel; ``data`` must have ``score``.
+    """
+    from zhyper.layers import adapters_disabled
+
+    table: dict[str, dict[str, float]] = {}
+    for split, label in (("validation", "seen"), ("unseen", "unseen")):
+        items = eval_items(data, split, n_examples, seed=1)
+        if not items:
+            continue
+        mine, weights = shard(items, rank, world)
+        for condition in ("base", "base+prompt", "zhyper"):
+            hits = torch.zeros(2, dtype=torch.float64)
+            for i in range(0, len(mine), batch_size):
+                chunk, w = mine[i:i + batch_size], weights[i:i + batch_size]
+                prompts = [it.prompt for it in chunk]
+                descs = [it.description for it in chunk]
+                kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False,
+                              systems=[it.system for it in chunk],
+                              description_in_prompt=condition == "base+prompt")
+                if condition == "zhyper":
+                    answers = model.generate(prompts, descs, **kwargs)
+                else:
+                    with adapters_disabled(model):
+                        answers = model.generate(prompts, descs, **kwargs)
+                for it, ans, wt in zip(chunk, answers, w):
+                    hits += torch.tensor([wt * float(data.score(it.context, ans)), wt], dtype=torch.float64)
+            hits = _all_reduce(hits)
+            table.setdefault(condition, {})[label] = float(hits[0] / hits[1].clamp_min(1))
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """A small Markdown table of the accuracy figures."""
+    splits = sorted({s for row in table.values() for s in row}, key=lambda s: s != "seen")
+    lines = ["| condition | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for cond, row in table.items():
+        lines.append(f"| {cond} | " + " | ".join(f"{row[s]:.3f}" if s in row else "-" for s in splits) + " |")
+    return "\n".join(lines)

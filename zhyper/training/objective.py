@@ -1,0 +1,97 @@
+"""Loss, regularisers, parameter groups and the learning-rate schedule of a Zhyper run.
+
+The loss is normalised by the number of response tokens in the whole optimizer step (all
+micro-batches, all ranks), so gradient accumulation of k micro-batches of size b gives the
+same update as one batch of size k·b — the token-mean over each micro-batch would not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+    """Summed next-token cross-entropy over response tokens and their count.
+
+    logits (b, t, V), labels (b, t) with IGNORE_INDEX outside the response. Returns
+    (loss_sum: scalar tensor, n_tokens: int).
+    """
+    shift_logits = logits[:, :-1].float()  # (b, t-1, V)
+    shift_labels = labels[:, 1:]  # (b, t-1)
+    n_tokens = int((shift_labels != IGNORE_INDEX).sum())
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
+    return loss, n_tokens
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor):
+    """Summed response-token loss and token count per example: two (b,) tensors."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    tok = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    mask = shift_labels != IGNORE_INDEX
+    return (tok * mask).sum(1), mask.sum(1)
+
+
+def modulation_penalty(modulation, mode: str, z_init: str) -> torch.Tensor:
+    """Mean squared deviation of the generated modulation from its initial value.
+
+    Identity init starts at z = 1 (diag) / Z = I (square): the penalty pulls towards plain
+    LoRA, not towards switching the adapter off. The paper's raw parametrisation and full mode
+    are penalised towards 0.
+    """
+    tensors = list(modulation.values()) if isinstance(modulation, dict) else [modulation]
+    total = 0.0
+    for m in tensors:
+        m = m.float()
+        if z_init == "identity" and mode == "diag":
+            m = m - 1.0
+        elif z_init == "identity" and mode == "square":
+            m = m - torch.eye(m.shape[-1], device=m.device)
+        total = total + m.pow(2).mean()
+    return total / len(tensors)
+
+
+def add_neftune_noise(embedding: nn.Module, alpha: float):
+    """NEFTune (Jain et al., 2023): uniform noise of scale alpha/sqrt(t·d) on input embeddings.
+
+    Registered once; active only while the model is in training mode. Returns the hook handle.
+    """
+
+    def hook(module, inputs, output):
+        if not module.training or alpha <= 0:
+            return output
+        scale = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+        return output + torch.empty_like(output).uniform_(-scale, scale)
+
+    return embedding.register_forward_hook(hook)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters only; no weight decay on biases, norms and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_vector = len(getattr(p, "ds_shape", p.shape)) < 2  # ds_shape: the full shape under ZeRO-3
+        (no_decay if is_vector or "emb" in name or "norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def warmup_decay(max_steps: int, warmup_ratio: float):
+    """LR multiplier: linear warm-up over warmup_ratio·max_steps, then linear decay to 0."""
+    warmup = max(1, int(round(warmup_ratio * max_steps))) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (max_steps - step) / max(1, max_steps - warmup))
+
+    return factor
