@@ -1,0 +1,166 @@
+"""launch/train.py on the real DeepSpeed engine: two CPU processes (gloo), cpu-tiny.yaml.
+
+Each run is a real `deepspeed` launcher invocation; runs are shared between tests through
+module-scoped fixtures. Marked slow (about 3 minutes in all); CI runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+CONFIGS = REPO / "launch" / "configs"
+DEEPSPEED = str(Path(sys.executable).with_name("deepspeed"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _train(out: Path, *overrides: str, ds: str = "zero3.json", resume: bool = False, launcher=None) -> Path:
+    cmd = launcher or [DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port())]
+    cmd = [*cmd, str(REPO / "launch" / "train.py"), "--ds_config", str(CONFIGS / ds),
+           "--config", str(CONFIGS / "cpu-tiny.yaml"), f"output_dir={out}", *overrides]
+    if resume:
+        cmd.append("--resume")
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(out), capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return out
+
+
+def _losses(out: Path) -> list[float]:
+    return json.loads((out / "losses.json").read_text())["losses"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def zero3(runs):
+    return _train(runs / "zero3")
+
+
+def test_zero3_partitions_every_parameter(zero3):
+    parts = [json.loads((zero3 / f"partition_rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(p["world"] == 2 for p in parts)
+    for p in parts:  # each rank holds about half (padding to the world size aside), not all
+        assert p["full"] / 2 <= p["held"] <= p["full"] / 2 + 1000
+    assert parts[0]["full"] == parts[1]["full"]
+
+
+def test_zero3_run_trains_and_reports(zero3):
+    losses = _losses(zero3)
+    assert len(losses) == 4 and all(0 < x < 20 for x in losses)
+    report = json.loads((zero3 / "eval.json").read_text())
+    assert {"val_seen_loss", "val_unseen_loss", "conditioning_gap"} <= set(report["final"])
+    assert (zero3 / "checkpoints" / "latest").read_text() == "step4"
+    assert (zero3 / "peft_example" / "adapter_config.json").is_file()
+
+
+def test_gathered_checkpoint_matches_live_model(zero3):
+    """The ZeRO-3 shards gathered into a zhyper checkpoint give the live engine's logits, with no DeepSpeed."""
+    code = f"""
+import sys, torch
+from safetensors.torch import load_file
+from zhyper import ZhyperModel
+from zhyper.training.config import load_config
+sys.path.insert(0, {str(REPO / 'launch')!r})
+from train import build_base
+cfg = load_config({str(CONFIGS / 'cpu-tiny.yaml')!r})
+base, tok, _ = build_base(cfg, {{}}, torch.float32)
+model = ZhyperModel.from_pretrained({str(zero3 / 'final')!r}, base_model=base).eval()
+probe = load_file({str(zero3 / 'probe.safetensors')!r})
+with torch.no_grad():
+    logits = model(input_ids=probe['input_ids'], attention_mask=probe['attention_mask'],
+                   context_embeddings=probe['context_embeddings']).logits
+print(float((logits - probe['logits']).abs().max()), float(probe['logits'].abs().max()))
+assert 'deepspeed' not in sys.modules, 'loading a checkpoint must not need DeepSpeed'
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(zero3), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    diff, scale = map(float, proc.stdout.split()[-2:])
+    assert diff < 1e-4 and scale > 1e-2
+
+
+def test_mlflow_has_the_run(zero3):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{zero3 / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("zhyper")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["zero_stage"] == "3"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert [m.value for m in history] == pytest.approx(_losses(zero3))
+    assert "conditioning_gap" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"zhyper_checkpoint", "peft_example"}
+
+
+def test_stage0_and_stage3_agree_in_fp32(zero3, runs):
+    stage0 = _train(runs / "zero0", ds="zero0.json")
+    assert _losses(stage0) == pytest.approx(_losses(zero3), abs=1e-5)
+    assert _losses(stage0)[0] != pytest.approx(_losses(stage0)[-1], abs=1e-3)  # it did train
+
+
+def test_resume_reproduces_losses_exactly(zero3, runs):
+    out = runs / "resume"
+    _train(out, "train.stop_after=2")
+    assert len(_losses(out)) == 2 and not (out / "final").exists()
+    assert (out / "checkpoints" / "latest").read_text() == "step2"
+    with pytest.raises(AssertionError, match="--resume"):
+        _train(out)  # refuses to silently start over an existing run
+    _train(out, resume=True)
+    assert json.loads((out / "losses.json").read_text())["start_step"] == 2
+    assert _losses(out) == pytest.approx(_losses(zero3)[2:], abs=1e-6)
+
+
+def test_gradient_accumulation_equals_one_big_batch(zero3, runs, tmp_path):
+    """2 micro-steps of 1 example per rank == 1 step of 2 examples per rank (fp32, ZeRO-3)."""
+    ds = json.loads((CONFIGS / "zero3.json").read_text())
+    ds["gradient_accumulation_steps"] = 2
+    (tmp_path / "gas2.json").write_text(json.dumps(ds))
+    gas = _train(runs / "gas2", ds=str(tmp_path / "gas2.json"))
+    assert _losses(gas) == pytest.approx(_losses(zero3), abs=1e-5)
+
+
+def test_two_nodes_agree_with_one_node(zero3, runs, tmp_path):
+    """Two launcher invocations (node ranks 0 and 1, no ssh) form one world of two."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
+    port = str(_free_port())
+    out = runs / "two_nodes"
+    procs = []
+    for node_rank in (0, 1):
+        launcher = [DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--node_rank", str(node_rank),
+                    "--master_addr", "127.0.0.1", "--master_port", port]
+        cmd = [*launcher, str(REPO / "launch" / "train.py"), "--ds_config", str(CONFIGS / "zero3.json"),
+               "--config", str(CONFIGS / "cpu-tiny.yaml"), f"output_dir={out}"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=_env(out), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    assert _losses(out) == pytest.approx(_losses(zero3), abs=1e-5)
