@@ -149,6 +149,7 @@ def main(argv=None) -> int:
 
     if cfg.train.neftune_alpha > 0:
         add_neftune_noise(model.base.get_input_embeddings(), cfg.train.neftune_alpha)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lr_lambda = warmup_decay(cfg.train.max_steps, cfg.train.warmup_ratio)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.train.weight_decay), config=ds,
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
         sampler.load_state_dict(state["sampler"])
     tracker = Tracker(master, out_dir, cfg.experiment, cfg.tracking_uri, cfg.run_name, run_id=run_id)
     tracker.log_params(flatten(cfg.to_dict()) | {"world_size": str(world), "zero_stage": str(stage),
-                                                "dtype": str(dtype), "n_trainable": str(model.num_trainable())})
+                                                "dtype": str(dtype), "n_trainable": str(n_trainable)})
 
     def forward_logits(ids, mask, emb):
         return engine(input_ids=ids.to(device), attention_mask=mask.to(device), context_embeddings=emb).logits
@@ -220,9 +221,16 @@ def main(argv=None) -> int:
             tracker.flush()
         if cfg.eval.every and (step + 1) % cfg.eval.every == 0 and step + 1 < cfg.train.max_steps:
             evaluate(step + 1)
-        if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
-            checkpoint.save(engine, ckpt_dir, step + 1, {"step": step + 1, "sampler": {"step": step + 1},
+        stopping = cfg.train.stop_after == step + 1 < cfg.train.max_steps
+        if stopping or cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
+            checkpoint.save(engine, ckpt_dir, step + 1, {"step": step + 1, "sampler": sampler.state_dict(),
                                                         "mlflow_run_id": tracker.run_id}, rank)
+        if stopping:
+            tracker.flush()
+            if master:
+                (out_dir / "losses.json").write_text(json.dumps({"start_step": start_step, "losses": losses}))
+                log.info("stopped after step %d as asked (train.stop_after); continue with --resume", step + 1)
+            return 0
     elapsed = time.perf_counter() - t_start
     n_steps = cfg.train.max_steps - start_step
     speed = {"step_time_s": elapsed / max(1, n_steps), "tokens_per_s_per_rank": tokens_seen / max(elapsed, 1e-9)}
@@ -230,8 +238,9 @@ def main(argv=None) -> int:
         (out_dir / "losses.json").write_text(json.dumps({"start_step": start_step, "losses": losses, **speed}))
     final_metrics = evaluate(cfg.train.max_steps)
     if not cfg.train.checkpoint_every or cfg.train.max_steps % cfg.train.checkpoint_every:
-        checkpoint.save(engine, ckpt_dir, cfg.train.max_steps, {"step": cfg.train.max_steps, "sampler": {
-            "step": cfg.train.max_steps}, "mlflow_run_id": tracker.run_id}, rank)
+        checkpoint.save(engine, ckpt_dir, cfg.train.max_steps, {"step": cfg.train.max_steps,
+                                                                "sampler": sampler.state_dict(),
+                                                                "mlflow_run_id": tracker.run_id}, rank)
 
     # ---- probe logits of the live engine (the test compares the gathered checkpoint with them)
     probe = collator([{**train_rows[r], "description": d} for r, d in sampler.batch(0)])

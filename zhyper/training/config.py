@@ -59,6 +59,8 @@ class OptimConfig:
     neftune_alpha: float = field(default=0.0, metadata={"help": "NEFTune embedding noise alpha (paper extra; off)"})
     checkpoint_every: int = field(default=0, metadata={"help": "DeepSpeed checkpoint every N steps (0: only at end)"})
     log_every: int = field(default=1, metadata={"help": "steps between metric flushes to MLflow"})
+    stop_after: int = field(default=0, metadata={
+        "help": "stop after this step with a checkpoint and no final export (time-limited jobs; resume later)"})
     seed: int = 0
 
     def __post_init__(self):
