@@ -7,9 +7,10 @@ its special tokens), so the prompt's ids are exactly what ``generate`` sees for
 ``tokenizer(format_prompt(...), add_special_tokens=False)``.
 
 Labels are -100 everywhere except the response and end-of-turn tokens. When a sequence exceeds
-``max_length``, tokens are removed from the *end of the user prompt body* first (the template's
-start, the system message, a description placed in the prompt and the assistant header are never
-cut), then from the end of the response; if even that cannot fit, a ValueError says so.
+``max_length``, tokens are removed, in this order: from the end of the user prompt body down to
+its first ``min_prompt_tokens``; from the end of the response down to one token; from the rest of
+the prompt body. The template (its start, the system message, a description placed in the prompt,
+the assistant header) is never cut; if it alone does not fit, a ValueError says so.
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ class ChatCollator:
     (<= max_length).
     """
 
-    def __init__(self, tokenizer: Any, max_length: int = 512, description_in_prompt: bool = False) -> None:
+    def __init__(self, tokenizer: Any, max_length: int = 512, description_in_prompt: bool = False,
+                 min_prompt_tokens: int = 16) -> None:
         if not isinstance(max_length, int) or max_length < 8:
             raise ValueError(f"max_length: expected an int >= 8, got {max_length!r}")
+        if not isinstance(min_prompt_tokens, int) or min_prompt_tokens < 0:
+            raise ValueError(f"min_prompt_tokens: expected an int >= 0, got {min_prompt_tokens!r}")
+        self.min_prompt_tokens = min_prompt_tokens
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError(f"tokenizer: {type(tokenizer).__name__} has no chat_template")
         if not getattr(tokenizer, "is_fast", False):
@@ -133,15 +138,17 @@ class ChatCollator:
         excess = len(ids) - self.max_length
         if excess > 0:
             body = [j for j, (s, e) in enumerate(offsets) if s >= body_start and e <= body_end and e > s]
-            drop = set(body[len(body) - min(excess, len(body)):])
-            excess -= len(drop)
+            answer = [j for j in range(len(ids)) if is_answer[j]]
+            spare_body = max(0, len(body) - self.min_prompt_tokens)
+            n_body = min(excess, spare_body)  # 1) the body's tail, keeping its first min_prompt_tokens
+            n_answer = min(excess - n_body, len(answer) - 1)  # 2) the response's tail, keeping one token
+            n_rest = min(excess - n_body - n_answer, len(body) - n_body)  # 3) the rest of the body
+            if n_body + n_answer + n_rest < excess:
+                raise ValueError(f"max_length: {self.max_length} tokens cannot hold features[{index}]'s chat "
+                                 f"template and any response token ({len(ids) - len(body) - len(answer)} "
+                                 "template tokens)")
+            drop = set(body[len(body) - n_body - n_rest:]) | set(answer[len(answer) - n_answer:])
             keep = [j for j in range(len(ids)) if j not in drop]
-            if excess > 0:
-                n_answer = sum(is_answer[j] for j in keep)
-                if excess >= n_answer:
-                    raise ValueError(f"max_length: {self.max_length} tokens cannot hold features[{index}]'s chat "
-                                     f"template and any response token ({len(keep) - n_answer} template tokens)")
-                keep = keep[:len(keep) - excess]
             ids = [ids[j] for j in keep]
             is_answer = [is_answer[j] for j in keep]
         return ids, [tok if a else -100 for tok, a in zip(ids, is_answer)]
