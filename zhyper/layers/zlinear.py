@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lowrank import modulated_lowrank
+
 MODES = ("diag", "square", "full")
 
 
@@ -176,6 +178,9 @@ class ZLinear(nn.Module):
         if self._merged is not None:
             if modulation is not None:
                 raise ValueError("ZLinear is merged; call unmerge() before running it with a modulation")
+            if not self.adapter_enabled:
+                raise ValueError("ZLinear is merged, so its base output is not available with the adapter "
+                                 "disabled; call unmerge() first")
             return F.linear(x, self.weight, self.bias)
         if not self.adapter_enabled:
             return F.linear(x, self.weight, self.bias)
@@ -184,21 +189,14 @@ class ZLinear(nn.Module):
                 f"ZLinear ({self.in_features}->{self.out_features}, mode={self.mode!r}) needs a modulation of shape "
                 f"{self.modulation_shape} or (batch, *{self.modulation_shape}); got none. Pass modulation=..., "
                 "use `with layer.modulated(z):`, or disable the adapter to run the base layer")
-        z = self._check_modulation(modulation, x)
-        y = F.linear(x, self.weight, self.bias)  # base path in x's dtype
-        xa = self.dropout(x).to(self.adapter_dtype)
+        z = self._check_modulation(modulation, x)  # (r,) | (r, r) | (n,), or with a leading batch dim
+        y = F.linear(x, self.weight, self.bias)  # (..., out), base path in x's dtype
+        xd = self.dropout(x)  # the adapter path only
         if self.mode == "full":
             a_c, b_c = split_full(z, self.rank, self.in_features, self.out_features)  # (b, r, in), (b, out, r)
-            delta = _per_sample(xa, a_c, b_c) * self.scaling
-        else:
-            h = F.linear(xa, self.lora_A)  # (b, ..., r)
-            if self.mode == "diag":
-                z = z * self.scaling
-                h = h * (z if z.dim() == 1 else z.view(z.shape[0], *([1] * (h.dim() - 2)), self.rank))
-            else:
-                h = _apply_square(h, z * self.scaling)
-            delta = F.linear(h, self.lora_B)  # (b, ..., out)
-        return y + delta.to(y.dtype)
+            return y + (_per_sample(xd.to(self.adapter_dtype), a_c, b_c) * self.scaling).to(y.dtype)
+        # h = x·Aᵀ (.., r) once for the batch, then ⊙ s·z_b or ·(s·Z_b)ᵀ per sample, then ·Bᵀ, added to y
+        return modulated_lowrank(y, xd, self.lora_A, self.lora_B, z, self.scaling, square=self.mode == "square")
 
     def _check_modulation(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor):
@@ -245,7 +243,7 @@ class ZLinear(nn.Module):
         if self._merged is not None:
             raise ValueError("ZLinear is already merged; call unmerge() first")
         delta = self.delta_weight(modulation)
-        self.weight.data = (self.weight.float() + delta).to(self.weight.dtype)
+        self.weight.copy_(self.weight.float() + delta)  # in place: tied views of the weight see it too
         self._merged = delta
 
     @torch.no_grad()
@@ -253,16 +251,8 @@ class ZLinear(nn.Module):
         """Subtract the merged ΔW again (exact up to floating-point rounding)."""
         if self._merged is None:
             raise ValueError("ZLinear is not merged; nothing to unmerge")
-        self.weight.data = (self.weight.float() - self._merged).to(self.weight.dtype)
+        self.weight.copy_(self.weight.float() - self._merged)
         self._merged = None
-
-
-def _apply_square(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """h (b, ..., r) · Zᵀ with Z (r, r) shared or (b, r, r) per sample."""
-    if z.dim() == 2:
-        return h @ z.transpose(0, 1)
-    flat = h.reshape(h.shape[0], -1, h.shape[-1])  # (b, n, r)
-    return torch.bmm(flat, z.transpose(1, 2)).reshape(h.shape)
 
 
 def _per_sample(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
