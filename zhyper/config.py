@@ -1,0 +1,102 @@
+"""ZhyperConfig: every choice that defines a Zhyper model on top of a base LM, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+MODES = ("diag", "square", "full")
+Z_INITS = ("identity", "paper")
+POOLINGS = ("cls", "mean", "max", "lasttoken")
+
+# Output dimension of the encoders we know by name, so a model can be built (or its
+# parameters counted) without loading the encoder.
+KNOWN_ENCODER_DIMS = {
+    "all-MiniLM-L6-v2": 384,
+    "sentence-transformers/all-MiniLM-L6-v2": 384,
+    "Alibaba-NLP/gte-large-en-v1.5": 1024,
+}
+
+
+@dataclass
+class ZhyperConfig:
+    """What the hypernetwork emits, where it is applied and how it is built.
+
+    The defaults follow the paper's reference setting (rank 8 on q_proj / v_proj, latent 128,
+    head input 512) with the identity parametrisation (training starts as plain LoRA).
+    """
+
+    mode: str = field(default="diag", metadata={
+        "help": "diag: z in R^r per layer; square: Z in R^{r x r}; full: generated A_c, B_c (T2L baseline)"})
+    rank: int = field(default=8, metadata={"help": "r, rank of the low-rank update"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha; the update is scaled by alpha / r"})
+    rslora: bool = field(default=False, metadata={"help": "scale by alpha / sqrt(r) (rsLoRA) instead"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input (LoRA dropout)"})
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={
+        "help": "suffixes of the nn.Linear names to adapt, or 'all-linear'"})
+    encoder: str = field(default="all-MiniLM-L6-v2", metadata={
+        "help": "sentence-transformers model that embeds descriptions (name, path or hub id)"})
+    encoder_pooling: str | None = field(default=None, metadata={
+        "help": "override the encoder's pooling: cls | mean | max | lasttoken (None: the model's own)"})
+    context_dim: int | None = field(default=None, metadata={
+        "help": "encoder output size; None: looked up for known encoders, else read from the encoder"})
+    z_init: str = field(default="identity", metadata={
+        "help": "identity: z = 1 + head(h), Z = I + head(h) with zero head (starts as LoRA); paper: raw head output"})
+    latent_dim: int = field(default=128, metadata={
+        "help": "hypernetwork width: context latent/2 + layer emb latent/4 + type emb latent/4"})
+    head_in: int = field(default=512, metadata={"help": "width of the last hidden layer, input of the heads"})
+    n_blocks: int = field(default=2, metadata={"help": "residual MLP blocks after the mixer"})
+    mlp_ratio: int = field(default=4, metadata={"help": "hidden width of every MLP = mlp_ratio x latent_dim"})
+    hyper_dropout: float = field(default=0.05, metadata={"help": "dropout inside the hypernetwork"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        if self.z_init not in Z_INITS:
+            raise ValueError(f"z_init: expected one of {Z_INITS}, got {self.z_init!r}")
+        for name in ("rank", "latent_dim", "head_in", "n_blocks", "mlp_ratio"):
+            value = getattr(self, name)
+            low = 0 if name == "n_blocks" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        if self.latent_dim % 4:
+            raise ValueError(f"latent_dim: expected a multiple of 4 (split 2:1:1 into context, layer and type "
+                             f"embeddings), got {self.latent_dim}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise ValueError(f"alpha: expected a positive number, got {self.alpha!r}")
+        self.alpha = float(self.alpha)
+        if not isinstance(self.rslora, bool):
+            raise TypeError(f"rslora: expected a bool, got {type(self.rslora).__name__}")
+        for name in ("dropout", "hyper_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+        if isinstance(self.target_modules, (tuple, list)):
+            if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+                raise ValueError(f"target_modules: expected a non-empty list of names, got {self.target_modules!r}")
+            self.target_modules = list(self.target_modules)
+        elif not isinstance(self.target_modules, str) or not self.target_modules:
+            raise TypeError(f"target_modules: expected a list of names or 'all-linear', got {self.target_modules!r}")
+        if not isinstance(self.encoder, str) or not self.encoder.strip():
+            raise ValueError(f"encoder: expected a sentence-transformers name or path, got {self.encoder!r}")
+        if self.encoder_pooling is not None and self.encoder_pooling not in POOLINGS:
+            raise ValueError(f"encoder_pooling: expected None or one of {POOLINGS}, got {self.encoder_pooling!r}")
+        if self.context_dim is not None and (not isinstance(self.context_dim, int) or isinstance(self.context_dim, bool)
+                                             or self.context_dim < 1):
+            raise ValueError(f"context_dim: expected None or a positive int, got {self.context_dim!r}")
+
+    def resolved_context_dim(self) -> int | None:
+        """context_dim if set, else the known dimension of ``encoder``, else None (must load it)."""
+        return self.context_dim if self.context_dim is not None else KNOWN_ENCODER_DIMS.get(self.encoder)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ZhyperConfig":
+        """Build from a plain dict; unknown keys are an error that lists the known ones."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown ZhyperConfig field(s) {unknown}; known fields: {known}")
+        return cls(**data)

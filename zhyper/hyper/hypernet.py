@@ -1,0 +1,198 @@
+"""The Zhyper hypernetwork: one batched MLP call -> the modulation of every adapted layer.
+
+For each context c (a sentence embedding), adapted layer l and module type t::
+
+    c (b, d_c) ─Linear─LN──────────► (b, latent/2) ─┐
+    l ─Embedding─LN────────────────► (L, latent/4) ──┼─ concat, broadcast ─► x (b, L, T, latent)
+    t ─Embedding─LN────────────────► (T, latent/4) ─┘
+    x ─mixer MLP─► n_blocks × (x + MLP(LN x)) ─► LN─MLP─► h (b, L, T, head_in)
+    h[:, :, t] ─head_t─► diag (b, L, r) | square (b, L, r, r) | full (b, L, r·in_t + out_t·r)
+
+MLPs are Linear ─ SiLU ─ dropout ─ Linear ─ SiLU (hidden = mlp_ratio × latent). One head per
+module type (types may differ in in/out features, which only matters for full mode).
+
+Parametrisation of the output (``z_init``):
+  - ``"identity"`` (default): z = 1 + head(h), Z = I + head(h), head weight and bias zero-initialised,
+    so at initialisation every layer runs plain LoRA (B · A) and the trained z is the exported z.
+  - ``"paper"``: the raw head output with nn.Linear's default initialisation.
+Full mode always starts as LoRA (bias hyper-init): head weight zero, bias = (A Kaiming-uniform, B zero).
+
+Output: a tensor (b, L, T, *shape) for diag / square; for full mode (per-type sizes differ) a dict
+{module_type: (b, L, r·in + out·r)}. Both are what ``zhyper.layers.modulate`` accepts.
+
+ZeRO-3: every parameter is used only inside the forward of the module that owns it (embeddings
+through ``nn.Embedding.__call__``), and no metadata is read from parameter shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from zhyper.layers.zlinear import init_lora_a_, modulation_shape
+
+MODES = ("diag", "square", "full")
+Z_INITS = ("identity", "paper")
+
+
+@dataclass(frozen=True)
+class HyperNetConfig:
+    """Shapes of one hypernetwork: context size, the (layer × type) grid, per-type features, widths."""
+
+    context_dim: int  # d_c, size of the sentence embedding
+    n_layers: int  # L, rows of the modulation grid
+    module_types: tuple[str, ...]  # T column names, e.g. ("q_proj", "v_proj")
+    features: Mapping[str, tuple[int, int]]  # module type -> (in_features, out_features)
+    mode: str = "diag"
+    rank: int = 8
+    latent_dim: int = 128
+    head_in: int = 512
+    n_blocks: int = 2
+    mlp_ratio: int = 4
+    dropout: float = 0.05
+    z_init: str = "identity"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        if self.z_init not in Z_INITS:
+            raise ValueError(f"z_init: expected one of {Z_INITS}, got {self.z_init!r}")
+        for name in ("context_dim", "n_layers", "rank", "latent_dim", "head_in", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if not isinstance(self.n_blocks, int) or self.n_blocks < 0:
+            raise ValueError(f"n_blocks: expected an int >= 0, got {self.n_blocks!r}")
+        if self.latent_dim % 4:
+            raise ValueError(f"latent_dim: expected a multiple of 4, got {self.latent_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        types = tuple(self.module_types)
+        if not types or len(set(types)) != len(types):
+            raise ValueError(f"module_types: expected distinct names, got {types!r}")
+        missing = [t for t in types if t not in self.features]
+        if missing:
+            raise ValueError(f"features: no (in, out) for module types {missing}; given {dict(self.features)}")
+        object.__setattr__(self, "module_types", types)
+        object.__setattr__(self, "features", {t: (int(self.features[t][0]), int(self.features[t][1])) for t in types})
+
+    @classmethod
+    def from_layout(cls, layout, context_dim: int, **kwargs) -> "HyperNetConfig":
+        """The grid and features of an ``AdapterLayout``; widths and mode from ``kwargs``."""
+        features = {t: layout.features_of(t) for t in layout.module_types}
+        return cls(context_dim=context_dim, n_layers=layout.n_layers, module_types=tuple(layout.module_types),
+                   features=features, **kwargs)
+
+    def output_shape(self, module_type: str) -> tuple[int, ...]:
+        """One context's modulation shape for one layer of ``module_type``."""
+        fin, fout = self.features[module_type]
+        return modulation_shape(self.mode, self.rank, fin, fout)
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Dropout(dropout),
+                         nn.Linear(d_hidden, d_out), nn.SiLU(), nn.Dropout(dropout))
+
+
+class ResidualBlock(nn.Module):
+    """x + MLP(LayerNorm(x)), width kept."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = _mlp(dim, hidden, dim, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+class GridEmbedding(nn.Module):
+    """Learned embedding of every index 0..n-1 followed by LayerNorm: returns (n, dim)."""
+
+    def __init__(self, n: int, dim: int):
+        super().__init__()
+        self.n = n
+        self.embedding = nn.Embedding(n, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, device: torch.device) -> torch.Tensor:
+        return self.norm(self.embedding(torch.arange(self.n, device=device)))
+
+
+class HyperNetwork(nn.Module):
+    """Context embeddings (b, d_c) -> modulation for all layers × module types, in one call."""
+
+    def __init__(self, config: HyperNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.latent_dim
+        hidden = cfg.mlp_ratio * d
+        self.context_proj = nn.Sequential(nn.Linear(cfg.context_dim, d // 2), nn.LayerNorm(d // 2))
+        self.layer_embedding = GridEmbedding(cfg.n_layers, d // 4)
+        self.type_embedding = GridEmbedding(len(cfg.module_types), d // 4)
+        self.mixer = nn.Sequential(nn.Dropout(cfg.dropout), _mlp(d, hidden, d, cfg.dropout))
+        self.blocks = nn.ModuleList(ResidualBlock(d, hidden, cfg.dropout) for _ in range(cfg.n_blocks))
+        self.out = nn.Sequential(nn.LayerNorm(d), _mlp(d, hidden, cfg.head_in, cfg.dropout))
+        self.heads = nn.ModuleDict({t: nn.Linear(cfg.head_in, _numel(cfg.output_shape(t)))
+                                    for t in cfg.module_types})
+        self.reset_heads()
+
+    @torch.no_grad()
+    def reset_heads(self) -> None:
+        """Initialise the heads so the first modulation is plain LoRA (see the module docstring)."""
+        cfg = self.config
+        for t, head in self.heads.items():
+            if cfg.mode == "full":
+                fin, fout = cfg.features[t]
+                nn.init.zeros_(head.weight)
+                a = init_lora_a_(torch.empty(cfg.rank, fin, device=head.bias.device, dtype=head.bias.dtype))
+                head.bias.copy_(torch.cat([a.flatten(), head.bias.new_zeros(fout * cfg.rank)]))
+            elif cfg.z_init == "identity":
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+            else:
+                head.reset_parameters()
+
+    def hidden(self, context: torch.Tensor) -> torch.Tensor:
+        """h (b, L, T, head_in): the shared trunk for every (context, layer, type)."""
+        cfg = self.config
+        if context.dim() != 2 or context.shape[1] != cfg.context_dim:
+            raise ValueError(f"context embeddings have shape {tuple(context.shape)}; expected (batch, "
+                             f"{cfg.context_dim})")
+        b, n_l, n_t = context.shape[0], cfg.n_layers, len(cfg.module_types)
+        c = self.context_proj(context.to(self.context_proj[0].weight.dtype))  # (b, d/2)
+        layers = self.layer_embedding(context.device)  # (L, d/4)
+        types = self.type_embedding(context.device)  # (T, d/4)
+        x = torch.cat([c[:, None, None].expand(b, n_l, n_t, -1),
+                       layers[None, :, None].expand(b, n_l, n_t, -1).to(c.dtype),
+                       types[None, None].expand(b, n_l, n_t, -1).to(c.dtype)], dim=-1)  # (b, L, T, d)
+        x = self.mixer(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.out(x)
+
+    def forward(self, context: torch.Tensor):
+        """context (b, d_c) -> (b, L, T, *shape) for diag/square, {type: (b, L, r·in + out·r)} for full."""
+        cfg = self.config
+        h = self.hidden(context)  # (b, L, T, head_in)
+        raw = {t: self.heads[t](h[:, :, i]) for i, t in enumerate(cfg.module_types)}  # each (b, L, n_out)
+        if cfg.mode == "full":
+            return raw
+        r = cfg.rank
+        grid = torch.stack([raw[t] for t in cfg.module_types], dim=2)  # (b, L, T, r | r*r)
+        if cfg.mode == "diag":
+            return grid + 1.0 if cfg.z_init == "identity" else grid
+        grid = grid.view(*grid.shape[:3], r, r)  # (b, L, T, r, r)
+        if cfg.z_init == "identity":
+            grid = grid + torch.eye(r, device=grid.device, dtype=grid.dtype)
+        return grid
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -1,0 +1,197 @@
+"""ZhyperModel: a frozen Hugging Face causal LM with ZLinear layers plus the hypernetwork, as one nn.Module.
+
+    descriptions ─ContextEncoder (frozen, outside the module tree)─► c (b, d_c)
+    c ─hypernet─► modulation (b, L, T, *shape) | {type: (b, L, r·in + out·r)}
+    input_ids (b, t) ─base LM, every ZLinear modulated by its row of the grid─► logits (b, t, V)
+
+``forward`` runs both, so a DeepSpeed engine wraps the whole thing and ZeRO-3 partitions and
+gathers the hypernetwork like any other part. The sentence encoder is deliberately not a
+submodule: it is frozen, and embeddings are computed once (``encode_descriptions``) and passed
+to ``forward`` as ``context_embeddings``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from zhyper.config import ZhyperConfig
+from zhyper.hyper.hypernet import HyperNetConfig, HyperNetwork
+from zhyper.layers.inject import AdapterLayout, inject_zlinear, modulate
+
+logger = logging.getLogger(__name__)
+
+
+class ZhyperModel(nn.Module):
+    """Base LM (frozen, ZLinear injected) + hypernetwork. Build with ``from_base`` or ``from_pretrained``.
+
+    Attributes: ``base`` (the HF model), ``hypernet``, ``layout`` (AdapterLayout of the injected
+    modules), ``config`` (ZhyperConfig), ``tokenizer`` (or None), ``base_model_id`` /
+    ``base_revision`` (recorded in checkpoints).
+    """
+
+    def __init__(self, base: nn.Module, hypernet: HyperNetwork, layout: AdapterLayout, config: ZhyperConfig,
+                 tokenizer=None, base_model_id: str | None = None, base_revision: str | None = None):
+        super().__init__()
+        self.base = base
+        self.hypernet = hypernet
+        self.layout = layout
+        self.config = config
+        self.tokenizer = tokenizer
+        self.base_model_id, self.base_revision = base_model_id, base_revision
+        self._encoder = None  # a ContextEncoder, created on first use; not an nn.Module
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_base(cls, model_or_path, config: ZhyperConfig | None = None, tokenizer=None,
+                  dtype: torch.dtype | None = None, revision: str | None = None) -> "ZhyperModel":
+        """Inject ZLinear into a causal LM (an nn.Module, a path, a hub id or ``"smollm2"``) and build the hypernetwork.
+
+        The base model is frozen in place. A path loads the model (``dtype``, default as saved)
+        and its tokenizer. Under ZeRO-3 no parameter shape is read: sizes come from the layout.
+        """
+        from zhyper.base_model import base_identity, resolve_base
+
+        config = config if config is not None else ZhyperConfig()
+        if not isinstance(config, ZhyperConfig):
+            raise TypeError(f"config: expected a ZhyperConfig, got {type(config).__name__}")
+        if isinstance(model_or_path, (str, os.PathLike)):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = resolve_base(model_or_path)
+            base = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype)
+            if tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+            base_id, base_rev = base_identity(model_or_path)
+            base_rev = revision or base_rev
+        elif isinstance(model_or_path, nn.Module):
+            base = model_or_path
+            base_id, base_rev = base_identity(getattr(getattr(base, "config", None), "_name_or_path", None) or None)
+            base_rev = revision or base_rev or getattr(getattr(base, "config", None), "_commit_hash", None)
+        else:
+            raise TypeError(f"model_or_path: expected an nn.Module, a path or a hub id, got "
+                            f"{type(model_or_path).__name__}")
+        base.requires_grad_(False)
+        layout = inject_zlinear(base, config.target_modules, rank=config.rank, mode=config.mode, alpha=config.alpha,
+                                rslora=config.rslora, dropout=config.dropout)
+        context_dim = config.resolved_context_dim()
+        if context_dim is None:
+            from zhyper.hyper.encoder import ContextEncoder
+
+            context_dim = ContextEncoder(config.encoder, pooling=config.encoder_pooling).dim
+        hcfg = HyperNetConfig.from_layout(layout, context_dim, mode=config.mode, rank=config.rank,
+                                          latent_dim=config.latent_dim, head_in=config.head_in,
+                                          n_blocks=config.n_blocks, mlp_ratio=config.mlp_ratio,
+                                          dropout=config.hyper_dropout, z_init=config.z_init)
+        device = next(iter(base.parameters())).device
+        hypernet = HyperNetwork(hcfg).to(device)
+        logger.info("Zhyper %s r=%d on %d modules (%d layers x %s); hypernetwork %d parameters", config.mode,
+                    config.rank, len(layout), layout.n_layers, list(layout.module_types),
+                    sum(p.numel() for p in hypernet.parameters()))
+        return cls(base, hypernet, layout, config, tokenizer, base_id, base_rev)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, base_model=None, dtype: torch.dtype | None = None,
+                        tokenizer=None) -> "ZhyperModel":
+        """Load a ``save_pretrained`` folder onto ``base_model`` (default: the recorded base id)."""
+        from zhyper.checkpoint import load_checkpoint
+
+        return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically."""
+        from zhyper.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, folder)
+
+    # ------------------------------------------------------------------ the function
+    @property
+    def context_dim(self) -> int:
+        return self.hypernet.config.context_dim
+
+    @property
+    def encoder(self):
+        """The ContextEncoder of ``config.encoder`` (created lazily; never a submodule)."""
+        if self._encoder is None:
+            from zhyper.hyper.encoder import ContextEncoder
+
+            self._encoder = ContextEncoder(self.config.encoder, pooling=self.config.encoder_pooling)
+        return self._encoder
+
+    def encode_descriptions(self, descriptions: Sequence[str]) -> torch.Tensor:
+        """(n, d_c) fp32 CPU embeddings of ``descriptions`` (cached by (encoder id, text))."""
+        emb = self.encoder.encode(descriptions)
+        if emb.shape[1] != self.context_dim:
+            raise ValueError(f"encoder {self.config.encoder!r} gives {emb.shape[1]}-d embeddings but the "
+                             f"hypernetwork expects context_dim {self.context_dim}")
+        return emb
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, context_embeddings: torch.Tensor | None = None, **kwargs):
+        """Generate the modulation from ``context_embeddings`` (b, d_c) and run the base on (b, t) tokens.
+
+        Returns the base model's output (``.logits`` (b, t, V), ``.loss`` when ``labels``) with
+        ``.modulation`` (what the hypernetwork emitted) attached. One embedding row per sequence;
+        a single row is broadcast to the whole batch.
+        """
+        if context_embeddings is None:
+            raise ValueError("context_embeddings: expected a (batch, d_c) tensor (see encode_descriptions), got None")
+        c = context_embeddings
+        if c.dim() == 1:
+            c = c[None]
+        batch = input_ids.shape[0] if input_ids is not None else kwargs["inputs_embeds"].shape[0]
+        if c.dim() != 2 or c.shape[0] not in (1, batch):
+            raise ValueError(f"context_embeddings have shape {tuple(context_embeddings.shape)}; expected "
+                             f"({batch}, {self.context_dim}) for input batch {batch}")
+        if c.shape[0] == 1 and batch > 1:
+            c = c.expand(batch, -1)
+        modulation = self.hypernet(c)
+        with modulate(self.base, self.layout, modulation):
+            out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        out.modulation = modulation
+        return out
+
+    @torch.no_grad()
+    def modulation_for(self, descriptions: Sequence[str] | str):
+        """The hypernetwork's modulation for ``descriptions`` (one row each; eval-time, no grad)."""
+        if isinstance(descriptions, str):
+            descriptions = [descriptions]
+        device = next(iter(self.hypernet.parameters())).device
+        return self.hypernet(self.encode_descriptions(descriptions).to(device))
+
+    # ------------------------------------------------------------------ generation and export
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
+                 description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
+        """Answer ``prompts`` (chat template applied), each conditioned on its description; left padding."""
+        from zhyper.generation import generate
+
+        return generate(self, prompts, descriptions, system=system, description_in_prompt=description_in_prompt,
+                        **gen_kwargs)
+
+    def export_peft(self, description: str, out_dir: str | os.PathLike) -> Path:
+        """A standard PEFT LoRA folder whose function is this model's function for ``description``."""
+        from zhyper.export import export_peft
+
+        return export_peft(self, description, out_dir)
+
+    def merge(self, description: str, out_dir: str | os.PathLike | None = None) -> nn.Module:
+        """A plain HF model with the adapter for ``description`` merged (saved to ``out_dir`` if given)."""
+        from zhyper.export import merge
+
+        return merge(self, description, out_dir)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint holds: ``hypernet.*`` and ``base.<module>.lora_A`` / ``lora_B``."""
+        out = {f"hypernet.{k}": v for k, v in self.hypernet.state_dict().items()}
+        for m in self.layout:
+            layer = self.base.get_submodule(m.name)
+            if layer.lora_A is not None:
+                out[f"base.{m.name}.lora_A"] = layer.lora_A
+                out[f"base.{m.name}.lora_B"] = layer.lora_B
+        return out
