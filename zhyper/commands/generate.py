@@ -1,0 +1,43 @@
+"""``zhyper generate``: turn a description into a PEFT LoRA adapter (or a raw zhyper modulation).
+
+--format peft (default): a standard PEFT folder (adapter_config.json + adapter_model.safetensors)
+that ``PeftModel.from_pretrained(base, DIR)``, vLLM or any LoRA server loads.
+--format zhyper: modulation.safetensors holding what the hypernetwork emitted for the
+description (``modulation`` for diag/square, ``modulation.<type>`` for full), plus description.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
+    parser.add_argument("--description", required=True, help="the context description, e.g. 'Answer like a German.'")
+    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    parser.add_argument("--format", choices=("peft", "zhyper"), default="peft")
+    parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from zhyper.model import ZhyperModel
+
+    model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
+    if args.format == "peft":
+        out = model.export_peft(args.description, args.out)
+    else:
+        from safetensors.torch import save_file
+
+        from zhyper.checkpoint import atomic_folder
+
+        modulation = model.modulation_for([args.description])
+        tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)
+                   else {f"modulation.{t}": m[0] for t, m in modulation.items()})
+        with atomic_folder(args.out) as tmp:
+            save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "modulation.safetensors"))
+            (tmp / "description.txt").write_text(args.description + "\n")
+        out = Path(args.out)
+    print(out)
+    return 0

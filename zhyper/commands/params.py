@@ -1,0 +1,45 @@
+"""``zhyper params --base mistral-7b|smollm2``: trainable parameters of diag / square / full / LoRA.
+
+Built from configs on the meta device: no weights are loaded or downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_ENCODER = {"mistral-7b": "Alibaba-NLP/gte-large-en-v1.5", "smollm2": "all-MiniLM-L6-v2"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", choices=("mistral-7b", "smollm2"), default="mistral-7b",
+                        help="base model (config only; default mistral-7b)")
+    parser.add_argument("--rank", type=int, default=8, help="r (default 8)")
+    parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names or all-linear")
+    parser.add_argument("--encoder", help="context encoder (default: gte-large-en-v1.5 for mistral-7b as in the "
+                        "paper, all-MiniLM-L6-v2 for smollm2)")
+    parser.add_argument("--context-dim", type=int, help="encoder output size, for encoders not known by name")
+    parser.add_argument("--latent-dim", type=int, default=128)
+    parser.add_argument("--head-in", type=int, default=512)
+
+
+def format_table(rows, title: str) -> str:
+    lines = [title, f"{'method':<8} {'hypernetwork':>14} {'shared A/B':>12} {'total':>14}"]
+    for r in rows:
+        lines.append(f"{r.method:<8} {r.hypernet:>14,} {r.shared:>12,} {r.total:>14,}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zhyper.config import ZhyperConfig
+    from zhyper.hyper.known_models import KNOWN_BASES, base_config
+    from zhyper.hyper.params import parameter_table
+
+    targets = args.targets if args.targets == "all-linear" else [t for t in args.targets.split(",") if t]
+    encoder = args.encoder or DEFAULT_ENCODER[args.base]
+    cfg = ZhyperConfig(rank=args.rank, target_modules=targets, encoder=encoder, context_dim=args.context_dim,
+                       latent_dim=args.latent_dim, head_in=args.head_in)
+    rows = parameter_table(cfg, base_config(args.base))
+    title = (f"{KNOWN_BASES[args.base]}: r={args.rank}, targets={targets}, encoder={encoder} "
+             f"(d_c={cfg.resolved_context_dim()}), latent={args.latent_dim}, head_in={args.head_in}")
+    print(format_table(rows, title))
+    return 0
