@@ -59,9 +59,9 @@ class ZhyperConfig:
             low = 0 if name == "n_blocks" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-        if self.latent_dim % 4:
-            raise ValueError(f"latent_dim: expected a multiple of 4 (split 2:1:1 into context, layer and type "
-                             f"embeddings), got {self.latent_dim}")
+        if self.latent_dim % 4 or self.latent_dim < 16:
+            raise ValueError(f"latent_dim: expected a multiple of 4 and >= 16 (split 2:1:1 into context, layer and "
+                             f"type embeddings, each LayerNorm-ed), got {self.latent_dim}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
             raise ValueError(f"alpha: expected a positive number, got {self.alpha!r}")
         self.alpha = float(self.alpha)

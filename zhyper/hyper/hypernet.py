@@ -66,8 +66,9 @@ class HyperNetConfig:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if not isinstance(self.n_blocks, int) or self.n_blocks < 0:
             raise ValueError(f"n_blocks: expected an int >= 0, got {self.n_blocks!r}")
-        if self.latent_dim % 4:
-            raise ValueError(f"latent_dim: expected a multiple of 4, got {self.latent_dim}")
+        if self.latent_dim % 4 or self.latent_dim < 16:
+            raise ValueError(f"latent_dim: expected a multiple of 4 and >= 16 (LayerNorm over an embedding of "
+                             f"latent/4 < 4 features is degenerate), got {self.latent_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
         types = tuple(self.module_types)

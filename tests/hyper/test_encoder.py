@@ -1,0 +1,75 @@
+"""ContextEncoder: the shipped MiniLM offline, caching by (encoder id, text), pooling override, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zhyper.hyper import encoder as encoder_module
+from zhyper.hyper.encoder import ContextEncoder, clear_cache
+
+
+@pytest.fixture
+def minilm():
+    clear_cache()
+    return ContextEncoder()
+
+
+def test_shipped_encoder_embeds_offline(minilm):
+    emb = minilm.encode(["Answer like a German.", "Reply in upper case.", "Answer like a German."])
+    assert emb.shape == (3, 384) and emb.dtype == torch.float32 and emb.device.type == "cpu"
+    assert minilm.dim == 384
+    assert torch.equal(emb[0], emb[2])
+    assert not torch.allclose(emb[0], emb[1])
+    similar = minilm.encode(["Answer as a German would."])[0]
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(emb[0], similar, dim=0) > cos(emb[1], similar, dim=0)  # real weights: meaning is kept
+
+
+def test_each_text_is_encoded_once(minilm, monkeypatch):
+    calls = []
+    real = minilm.model.encode
+
+    def counting(texts, **kw):
+        calls.append(list(texts))
+        return real(texts, **kw)
+
+    monkeypatch.setattr(minilm.model, "encode", counting)
+    first = minilm.encode(["a cat", "a dog"])
+    again = ContextEncoder().encode(["a dog", "a bird"])  # another instance shares the cache
+    assert calls == [["a cat", "a dog"], ["a bird"]]
+    assert torch.equal(first[1], again[0])
+
+
+def test_cls_pooling_is_a_different_encoder(minilm):
+    cls = ContextEncoder(pooling="cls")
+    assert cls.id != minilm.id
+    a, b = minilm.encode(["Reply in French."]), cls.encode(["Reply in French."])
+    assert a.shape == b.shape == (1, 384)
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ([""], ValueError, r"descriptions\[0\]: expected a non-empty description"),
+    (["ok", "   "], ValueError, r"descriptions\[1\]: expected a non-empty description"),
+    (["ok", 3], TypeError, r"descriptions\[1\]: expected a string, got int"),
+    ("just a string", TypeError, "descriptions: expected a list of strings, got str"),
+])
+def test_bad_descriptions_raise(minilm, bad, error, message):
+    with pytest.raises(error, match=message):
+        minilm.encode(bad)
+
+
+def test_unreachable_encoder_says_so(tmp_path):
+    with pytest.raises(OSError, match="could not load sentence encoder"):
+        ContextEncoder(str(tmp_path / "nothing-here")).encode(["x"])
+
+
+def test_pooling_must_be_known():
+    with pytest.raises(ValueError, match="pooling: expected None or one of"):
+        ContextEncoder(pooling="attention")
+
+
+def test_encoder_is_not_a_module():
+    assert not isinstance(ContextEncoder(), torch.nn.Module)
+    assert isinstance(encoder_module._CACHE, dict)
