@@ -111,6 +111,9 @@ def select_targets(model: nn.Module, target_modules: str | Sequence[str]) -> lis
             raise ValueError(f"{name} is already a ZLinear; the model was injected before")
         if is_linear:
             linear_names.append(name)
+        if all_linear and type(module).__name__ in _CONV1D_NAMES:
+            raise TypeError(f"{name} is a GPT-2-style Conv1D (transposed weight); ZLinear adapts nn.Linear only. "
+                            "Convert the model's Conv1D layers to nn.Linear first")
         if all_linear:
             if is_linear and name not in excluded:
                 found.append((name, name.split(".")[-1]))
@@ -146,21 +149,20 @@ def inject_zlinear(model: nn.Module, target_modules: str | Sequence[str] = ("q_p
             type_order.append(t)
     raw_layers = sorted({_layer_index(n) for n, _ in selected})
     row = {li: i for i, li in enumerate(raw_layers)}
+    cells = [(row[_layer_index(name)], type_order.index(mtype)) for name, mtype in selected]
+    if len(set(cells)) != len(cells):  # checked before anything is replaced: no half-injected model
+        dup = [name for (name, _), c in zip(selected, cells) if cells.count(c) > 1][:4]
+        raise ValueError(f"several modules share one (layer, type) grid cell, e.g. {dup}; "
+                         "give more specific target_modules suffixes")
     modules = []
-    for name, mtype in selected:
+    for (name, mtype), (li, ti) in zip(selected, cells):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         z = ZLinear.from_linear(getattr(parent, child), rank=rank, mode=mode, alpha=alpha, rslora=rslora,
                                 dropout=dropout, adapter_dtype=adapter_dtype)
         setattr(parent, child, z)
-        modules.append(AdaptedModule(row[_layer_index(name)], mtype, name, type_order.index(mtype),
-                                     z.in_features, z.out_features, z.modulation_shape))
+        modules.append(AdaptedModule(li, mtype, name, ti, z.in_features, z.out_features, z.modulation_shape))
     modules.sort(key=lambda m: (m.layer_index, m.type_index, m.name))
-    keys = [(m.layer_index, m.type_index) for m in modules]
-    if len(set(keys)) != len(keys):
-        dup = [m.name for m in modules if keys.count((m.layer_index, m.type_index)) > 1][:4]
-        raise ValueError(f"several modules share one (layer, type) grid cell, e.g. {dup}; "
-                         "give more specific target_modules suffixes")
     return AdapterLayout(tuple(modules), tuple(type_order), len(raw_layers))
 
 
@@ -179,6 +181,10 @@ def _slices(layout: AdapterLayout, modulation) -> list[torch.Tensor]:
                              f"types {list(layout.module_types)}")
         return [modulation[:, m.layer_index, m.type_index] for m in layout]
     if isinstance(modulation, Mapping):
+        unknown = set(modulation) - {m.name for m in layout} - set(layout.module_types)
+        if unknown:
+            raise ValueError(f"modulation mapping has keys {sorted(unknown)[:8]} that are neither an adapted "
+                             f"module name nor a module type {list(layout.module_types)}")
         out = []
         for m in layout:
             if m.name in modulation:
@@ -195,7 +201,7 @@ def _slices(layout: AdapterLayout, modulation) -> list[torch.Tensor]:
 
 @contextmanager
 def modulate(model: nn.Module, layout: AdapterLayout, modulation) -> Iterator[None]:
-    """Give every adapted layer its modulation for the block; cleared on exit, even on error.
+    """Give every adapted layer its modulation for the block; restored on exit, even on error.
 
     ``modulation`` is a tensor ``(batch, n_layers, n_types, *shape)``, a mapping
     ``{module_type: (batch, n_layers, *shape)}`` (for types whose shapes differ, e.g. full
@@ -203,13 +209,14 @@ def modulate(model: nn.Module, layout: AdapterLayout, modulation) -> Iterator[No
     """
     layers = zlinear_modules(model, layout)
     slices = _slices(layout, modulation)
+    previous = [layer._modulation for layer in layers]
     try:
         for layer, z in zip(layers, slices):
             layer._modulation = z
         yield
     finally:
-        for layer in layers:
-            layer._modulation = None
+        for layer, z in zip(layers, previous):
+            layer._modulation = z
 
 
 @contextmanager

@@ -11,8 +11,8 @@ output. Why a custom function rather than four autograd ops:
   backward (r multiplies per token, one cast), and x itself is the tensor the base path keeps.
 * speed: the six skinny GEMMs (one side of size r) are issued in the orientation BLAS runs fast,
   e.g. h as (A · xᵀ)ᵀ and dL/dB as ((h ⊙ z)ᵀ · g)ᵀ; on CPU these are 2-4x faster than the
-  orientations F.linear's autograd picks. When y has the adapter's dtype, the last GEMM adds into y
-  in place of a separate add (addmm).
+  orientations F.linear's autograd picks. The last GEMM adds into y (addmm, in the adapter's dtype,
+  then one rounding to y's dtype) in place of a separate add.
 
 No per-sample or per-token weight copy is ever made: z only touches the (N, r) activations.
 Second-order gradients are not supported (once_differentiable).
@@ -47,10 +47,7 @@ class ModulatedLowRank(torch.autograd.Function):
         h = (lora_a @ x2.to(adt).t()).t()  # (N, r), stored transposed: the fast GEMM orientation
         hz = _modulate(h, zs, square)  # (N, r)
         y2 = y.reshape(-1, y.shape[-1])  # (N, out)
-        if y2.dtype == adt:
-            out = torch.addmm(y2, hz, lora_b.t())
-        else:
-            out = y2 + (hz @ lora_b.t()).to(y2.dtype)
+        out = torch.addmm(y2.to(adt), hz, lora_b.t()).to(y.dtype)  # one rounding to y's dtype, as PEFT
         ctx.save_for_backward(x, lora_a, lora_b, z, h)
         ctx.scaling, ctx.square = scaling, square
         return out.view(y.shape)
