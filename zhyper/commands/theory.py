@@ -45,6 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--key", help="tensor name inside the --inputs file (default: its only tensor)")
     v.add_argument("--layer", type=int, default=0, help="with --inputs smollm2: the decoder layer index")
     v.add_argument("--module", default="q_proj", help="with --inputs smollm2: the projection (default q_proj)")
+    v.add_argument("--max-prompts", type=int, help="with --inputs smollm2: use only the first K suite prompts")
     v.add_argument("--strict", action="store_true", help="exit 1 when a slope is outside its expected range")
 
 
@@ -54,7 +55,7 @@ def _load_inputs(args):
     from zhyper.theory.activations import load_tensor_file, smollm2_layer_inputs
 
     if args.inputs == "smollm2":
-        return smollm2_layer_inputs(args.layer, module=args.module)
+        return smollm2_layer_inputs(args.layer, module=args.module, max_prompts=args.max_prompts)
     return load_tensor_file(args.inputs, key=args.key)
 
 

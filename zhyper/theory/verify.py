@@ -5,7 +5,7 @@ from ``seed`` (common random numbers, so the sweeps are smooth)::
 
     x_i ~ N(0, I_{d_in})         (or rows of real layer inputs, then d_in is fixed)
     A   = G_A[:r, :d_in] with rows scaled to unit norm (G_A entries N(0, 1)) -> (A x)_j ~ N(0, 1)
-    u   = g_u[:d_out]                          entries N(0, 1)
+    u   = g_u[:d_out] (entries N(0, 1)) rescaled to ‖u‖_2 = sqrt(d_out) exactly
     B   = G_B[:d_out, :r] with columns scaled to unit norm, then (scalar output only) shifted along u so that
           Bᵀu = 1_r exactly (B += u (1 - Bᵀu)ᵀ / ‖u‖²): removes the χ²_r noise of ‖Bᵀu‖
     s = 1; radii: z, Z, A, B balls of radius 1; entry-wise boxes a = 1/sqrt(d_in), b = 1/sqrt(d_out)
@@ -105,8 +105,8 @@ class VerifyConfig:
     @classmethod
     def quick(cls, **kwargs) -> "VerifyConfig":
         """A small sweep for tests and smoke runs (about a second)."""
-        base = dict(n_values=(100, 200, 400, 800), r_values=(1, 2, 4, 8), d_values=(16, 32, 64), base_n=200,
-                    base_r=4, base_d=32, n_draws=100)
+        base = dict(n_values=(100, 200, 400, 800), r_values=(2, 4, 8, 16), d_values=(16, 32, 64), base_n=200,
+                    base_r=4, base_d=32, n_draws=200)
         return cls(**{**base, **kwargs})
 
 
@@ -158,7 +158,7 @@ class _Problem:
         x = self.x[:n, :d_in]
         a = torch.nn.functional.normalize(self.g_a[:r, :d_in], dim=1)  # unit rows: (A x)_j ~ N(0, 1)
         b = torch.nn.functional.normalize(self.g_b[:d_out, :r], dim=0)  # unit columns
-        u = self.g_u[:d_out]
+        u = torch.nn.functional.normalize(self.g_u[:d_out], dim=0) * math.sqrt(d_out)  # ‖u‖² = d_out exactly
         if self.cfg.output == "scalar":
             b = b + torch.outer(u, 1.0 - b.T @ u) / u.dot(u)
             return x, a, b, u
