@@ -1,0 +1,98 @@
+"""The zhyper CLI: fast --help, the parameter table, generate / chat on a checkpoint, base-model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.model_helpers import perturb, small_config, tiny_chat_base
+from zhyper import ZhyperModel
+from zhyper.cli import main
+
+HEAVY = ("torch", "transformers", "deepspeed", "sentence_transformers", "peft", "mlflow")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["params", "--help"], ["generate", "--help"], ["chat", "--help"],
+                                  ["base-model", "--help"]])
+def test_help_imports_nothing_heavy(argv):
+    code = ("import sys\nfrom zhyper.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, check=True)
+    assert "usage: zhyper" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_params_table_for_mistral(capsys):
+    assert main(["params", "--base", "mistral-7b"]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-1] for line in text.splitlines()[2:]}
+    assert rows == {"diag": "4,207,632", "square": "4,265,088", "full": "55,424,000", "lora": "3,407,872"}
+    assert "Mistral-7B-Instruct-v0.2" in text and "d_c=1024" in text
+
+
+def test_params_table_for_smollm2(capsys):
+    assert main(["params", "--base", "smollm2", "--rank", "4"]) == 0
+    rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["lora"] == f"{30 * 4 * ((576 + 576) + (576 + 192)):,}"
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    base = tiny_chat_base(tmp_path / "base")
+    model = perturb(ZhyperModel.from_base(str(base), small_config(mode="square")), scale=2.0).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    return model, tmp_path / "ckpt"
+
+
+def test_generate_peft_and_zhyper_formats(checkpoint, tmp_path, capsys):
+    model, ckpt = checkpoint
+    desc = "Answer like a German."
+    assert main(["generate", "--checkpoint", str(ckpt), "--description", desc, "--out", str(tmp_path / "a")]) == 0
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and (tmp_path / "a" / "adapter_model.safetensors").is_file()
+    assert main(["generate", "--checkpoint", str(ckpt), "--description", desc, "--out", str(tmp_path / "z"),
+                 "--format", "zhyper"]) == 0
+    from safetensors.torch import load_file
+
+    z = load_file(str(tmp_path / "z" / "modulation.safetensors"))["modulation"]
+    assert torch.allclose(z, model.modulation_for([desc])[0], atol=1e-6)
+    assert not torch.allclose(z, model.modulation_for(["Reply in upper case."])[0], atol=1e-3)
+
+
+def test_chat_answers_like_the_model(checkpoint, capsys):
+    model, ckpt = checkpoint
+    desc, prompt = "Answer like a German.", "What is the capital of France?"
+    capsys.readouterr()
+    assert main(["chat", "--checkpoint", str(ckpt), "--description", desc, "--max-new-tokens", "5", prompt]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed == model.generate([prompt], [desc], max_new_tokens=5)[0].strip()
+
+
+def test_missing_checkpoint_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a zhyper checkpoint folder"):
+        main(["chat", "--checkpoint", str(tmp_path), "--description", "x", "hi"])
+
+
+def test_base_model_prints_the_cached_folder(capsys):
+    from zhyper.base_model import smollm2_path
+
+    assert main(["base-model"]) == 0
+    assert capsys.readouterr().out.strip() == str(smollm2_path())
+
+
+@pytest.mark.slow
+def test_chat_on_the_shipped_smollm2_offline(tmp_path):
+    """End to end on the real model: a SmolLM2 checkpoint, then `zhyper chat` in a fresh process."""
+    model = ZhyperModel.from_base("smollm2", small_config())
+    model.save_pretrained(tmp_path / "ckpt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "zhyper", "chat", "--checkpoint", str(tmp_path / "ckpt"),
+                          "--description", "Answer like a German.", "--max-new-tokens", "12",
+                          "What is the capital of France?"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Paris" in out.stdout  # identity init = the base model's own (sensible) answer
