@@ -21,7 +21,7 @@ bytes of the unique storages among them are summed, leaving out the storages of 
 of parameters/modulations (W, A, B, z), which exist whatever the peer. What is left is the
 activations the adapter path adds (h, casts of x, per-token weight copies, ...).
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/bench_zlinear.py [--quick] [--rounds N] [--threads N]
+Run:  OMP_NUM_THREADS=1 python benchmarks/bench_zlinear.py [--quick] [--rounds N] [--budget S] [--threads N]
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     max_rounds = 3 if args.quick else args.rounds
     shapes = SHAPES[:1] if args.quick else SHAPES
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); times are medians over interleaved rounds")
-    hdr = (f"{'shape':<20}{'dtype':<6}{'mode':<7}{'rnds':>5}{'zl ms':>9}{'zl/floor':>9}{'zl/peft':>8}{'ref/zl':>7}"
+    hdr = (f"{'shape':<23}{'dtype':<6}{'mode':<7}{'rnds':>5}{'zl ms':>9}{'zl/floor':>9}{'zl/peft':>8}{'ref/zl':>7}"
            f"{'| adapter only:':>15}{'zl/floor':>9}{'ref/zl':>7}"
            f"{'| saved MiB: floor':>19}{'peft':>7}{'zl':>7}{'ref':>7}{'zl/floor':>9}")
     print(hdr)
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
                 a_floor = med[f"a:zl-{mode}"] / med["a:floor"]
                 a_ref = med[f"a:ref-{mode}"] / med[f"a:zl-{mode}"]
                 mib = {k: v / 2**20 for k, v in mem.items()}
-                print(f"{f'({b},{t},{d}->{d},r{r})':<20}{dt:<6}{mode:<7}{rounds:>5}{zl * 1e3:>9.2f}"
+                print(f"{f'({b},{t},{d}->{d},r{r})':<23}{dt:<6}{mode:<7}{rounds:>5}{zl * 1e3:>9.2f}"
                       f"{ratios['zl/floor']:>9.3f}{ratios['zl/peft']:>8.3f}{ratios['ref/zl']:>7.2f}"
                       f"{'|':>15}{a_floor:>9.3f}{a_ref:>7.2f}"
                       f"{'|':>13}{mib['floor']:>6.2f}{mib['peft']:>7.2f}{mib[f'zl-{mode}']:>7.2f}"

@@ -16,8 +16,10 @@ Shapes of the forward pass (b = batch, t = tokens, any number of middle dims)::
         └─dropout─A─► h (b, t, r) ─⊙ s·z_b / ·(s·Z_b)ᵀ─► (b, t, r) ─B─┘
 
 The per-sample modulation touches only the rank-r activations h: no per-sample or per-token
-copy of any weight is made. The base path keeps the input dtype (e.g. bf16); the adapter
-runs in the adapter's dtype (fp32 by default) and its result is cast back.
+copy of any weight is made. The diag/square update runs as one autograd function
+(``lowrank.modulated_lowrank``) that keeps only h for backward. The base path keeps the input
+dtype (e.g. bf16); the adapter runs in the adapter's dtype (fp32 by default), is added to the
+base output in that dtype and the sum is rounded once back to the input dtype (as PEFT does).
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class ZLinear(nn.Module):
 
     @property
     def modulation_shape(self) -> tuple[int, ...]:
+        """One context's modulation: (r,) diag, (r, r) square, (r*in + out*r,) full."""
         return modulation_shape(self.mode, self.rank, self.in_features, self.out_features)
 
     @property
@@ -173,6 +176,15 @@ class ZLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, modulation: torch.Tensor | None = None) -> torch.Tensor:
+        """y = x·Wᵀ + b + ΔW(z_i)·x for each sample i.
+
+        Args:
+            x: (..., in); with a batched modulation its first dim is the batch b.
+            modulation: ``modulation_shape`` (one context for all samples) or (b, *modulation_shape);
+                None uses the one set by ``modulated`` (and raises if there is none).
+        Returns:
+            (..., out) in x's dtype.
+        """
         if modulation is None:
             modulation = self._modulation
         if self._merged is not None:
@@ -194,7 +206,8 @@ class ZLinear(nn.Module):
         xd = self.dropout(x)  # the adapter path only
         if self.mode == "full":
             a_c, b_c = split_full(z, self.rank, self.in_features, self.out_features)  # (b, r, in), (b, out, r)
-            return y + (_per_sample(xd.to(self.adapter_dtype), a_c, b_c) * self.scaling).to(y.dtype)
+            delta = _per_sample(xd.to(self.adapter_dtype), a_c, b_c) * self.scaling  # (..., out)
+            return (y.to(delta.dtype) + delta).to(y.dtype)
         # h = x·Aᵀ (.., r) once for the batch, then ⊙ s·z_b or ·(s·Z_b)ᵀ per sample, then ·Bᵀ, added to y
         return modulated_lowrank(y, xd, self.lora_A, self.lora_B, z, self.scaling, square=self.mode == "square")
 
