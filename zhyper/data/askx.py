@@ -18,7 +18,7 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from .base import ContextData, positional_split, split_descriptions
 from .metadata import TaskSpec, read_yaml
