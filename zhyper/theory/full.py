@@ -125,6 +125,8 @@ class FullClass:
         g = sigma.transpose(1, 2) @ x / n  # (S, d_out, d_in)
         if self.norm == "frobenius":
             return self._factor * torch.linalg.matrix_norm(g, ord=2)
+        if generator is None:  # the searched cut norm is reproducible by default
+            generator = torch.Generator().manual_seed(0)
         values, _ = inf_to_one_norm(g, self.exact_limit, generator=generator)
         return self._factor * values
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from .verify import SWEEPS, Row, Slope
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -38,7 +38,7 @@ def write_csv(path: Path, items: list) -> Path:
     """One row per dataclass item (``Row`` or ``Slope``), header from the field names."""
     if not items:
         raise ValueError(f"nothing to write to {path}: no rows")
-    _atomic_write_bytes(Path(path), _csv_bytes(items))
+    atomic_write_bytes(Path(path), _csv_bytes(items))
     return Path(path)
 
 
@@ -106,5 +106,5 @@ def plot(path: Path, rows: list[Row], title: str = "") -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
