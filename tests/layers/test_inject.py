@@ -81,6 +81,13 @@ def test_nothing_matched_lists_candidates_and_leaves_the_model_alone():
     assert not any(isinstance(m, ZLinear) for m in model.modules())
 
 
+def test_a_target_that_is_not_a_linear_raises():
+    model = tiny_llama()
+    with pytest.raises(TypeError, match=r"'mlp' matched model.layers.0.mlp, a LlamaMLP, not an nn.Linear"):
+        inject_zlinear(model, ["q_proj", "mlp"])
+    assert not any(isinstance(m, ZLinear) for m in model.modules())
+
+
 def test_injecting_twice_raises():
     model = tiny_llama()
     inject_zlinear(model)

@@ -124,8 +124,10 @@ def select_targets(model: nn.Module, target_modules: str | Sequence[str]) -> lis
         if type(module).__name__ in _CONV1D_NAMES:
             raise TypeError(f"{name} is a GPT-2-style Conv1D (transposed weight); ZLinear adapts nn.Linear only. "
                             "Convert the model's Conv1D layers to nn.Linear first")
-        if is_linear:
-            found.append((name, mtype))
+        if not is_linear:
+            raise TypeError(f"target_modules entry {mtype!r} matched {name}, a {type(module).__name__}, not an "
+                            "nn.Linear; name the linear layers inside it instead (e.g. their last name component)")
+        found.append((name, mtype))
     if not found:
         examples = sorted({n.split(".")[-1] for n in linear_names})[:12]
         raise ValueError(f"no nn.Linear matched target_modules={list(target_modules)}; "
