@@ -54,7 +54,6 @@ def resolve_ds_config(path: str, cfg, world: int) -> dict:
 
 def build_base(cfg, ds: dict, dtype):
     """The frozen base LM and its tokenizer. Under ZeRO-3 it is partitioned while it loads."""
-    import deepspeed
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -67,10 +66,10 @@ def build_base(cfg, ds: dict, dtype):
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                            pad_token_id=tokenizer.pad_token_id, **cfg.tiny)
-        torch.manual_seed(cfg.train.seed)  # the same weights on every rank
-        with deepspeed.zero.Init(config_dict_or_path=ds, enabled=zero3):
-            base = LlamaForCausalLM(conf).to(dtype)
-        return base, tokenizer, None
+        # Built whole (HF's weight init indexes tensors that zero.Init has already emptied); the
+        # engine partitions it in deepspeed.initialize. The same seed gives every rank the same weights.
+        torch.manual_seed(cfg.train.seed)
+        return LlamaForCausalLM(conf).to(dtype), tokenizer, None
     path = str(smollm2_path()) if cfg.base_model == "smollm2" else cfg.base_model
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.base_revision)
     hf_ds = None

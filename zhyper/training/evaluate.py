@@ -139,9 +139,10 @@ def accuracy_table(model, data, rank: int, world: int, n_examples: int, max_new_
                 chunk, w = mine[i:i + batch_size], weights[i:i + batch_size]
                 prompts = [it.prompt for it in chunk]
                 descs = [it.description for it in chunk]
-                kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False,
-                              systems=[it.system for it in chunk],
+                kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, system=chunk[0].system,
                               description_in_prompt=condition == "base+prompt")
+                if any(it.system != chunk[0].system for it in chunk):
+                    raise ValueError("accuracy_table: items of one batch must share their system message")
                 if condition == "zhyper":
                     answers = model.generate(prompts, descs, **kwargs)
                 else:

@@ -1,0 +1,164 @@
+"""Train-step speed and memory of Zhyper against a PEFT LoRA on the same DeepSpeed engine config.
+
+    .venv/bin/python benchmarks/bench_train.py [--steps 6] [--seq 128] [--micro 4]
+
+SmolLM2-135M-Instruct, two CPU processes (gloo), diag r 8 on q_proj/v_proj vs PEFT LoRA r 8
+on the same modules, same batch and sequence length. Launches (each a real
+`deepspeed --num_gpus 2` run of this file in worker mode):
+  1. both models in one process pair, ZeRO-3, steps interleaved -> step-time ratio;
+  2. Zhyper alone, ZeRO-3 -> peak RSS per rank, tokens/s;
+  3. PEFT alone, ZeRO-3 -> peak RSS per rank;
+  4. Zhyper alone, ZeRO-0 -> the ZeRO-3 / ZeRO-0 step-time ratio (separate processes: noisier).
+Targets: Zhyper/PEFT step time <= 1.15, peak memory per rank <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _build(variant: str, ds: dict, tokenizer_path: str):
+    import deepspeed
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    zero3 = ds["zero_optimization"]["stage"] == 3
+    keep = None
+    if zero3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep = HfDeepSpeedConfig(ds)
+    base = AutoModelForCausalLM.from_pretrained(tokenizer_path, dtype=torch.float32)
+    if variant == "zhyper":
+        from zhyper import ZhyperConfig, ZhyperModel
+
+        model = ZhyperModel.from_base(base, ZhyperConfig(mode="diag", rank=8, alpha=16.0,
+                                                         target_modules=["q_proj", "v_proj"]))
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        base.requires_grad_(False)
+        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                lora_dropout=0.0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds)
+    del keep
+    return engine
+
+
+def worker(args) -> None:
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from zhyper.base_model import smollm2_path
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    rank = dist.get_rank()
+    ds = json.loads(Path(args.ds_config).read_text())
+    ds.update(train_micro_batch_size_per_gpu=args.micro, gradient_accumulation_steps=1,
+              train_batch_size=args.micro * dist.get_world_size())
+    ds.pop("scheduler", None)
+    rss0 = _rss_mb()
+    path = str(smollm2_path())
+    engines = {v: _build(v, ds, path) for v in args.variants.split(",")}
+    g = torch.Generator().manual_seed(rank)
+    ids = torch.randint(0, 49152, (args.micro, args.seq), generator=g)
+    labels = ids.clone()
+    emb = torch.randn(args.micro, 384, generator=g)
+    times = {v: [] for v in engines}
+
+    def step(v):
+        eng = engines[v]
+        kwargs = {"context_embeddings": emb} if v == "zhyper" else {}
+        dist.barrier()
+        t = time.perf_counter()
+        out = eng(input_ids=ids, labels=labels, **kwargs)
+        eng.backward(out.loss)
+        eng.step()
+        dist.barrier()
+        return time.perf_counter() - t
+
+    for v in engines:  # warm-up
+        step(v)
+    for _ in range(args.steps):
+        for v in engines:  # interleaved rounds: machine noise hits every variant alike
+            times[v].append(step(v))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {"rank": rank, "median_s": {v: sorted(t)[len(t) // 2] for v, t in times.items()},
+              "peak_rss_mb": peak, "baseline_rss_mb": rss0, "tokens_per_step_per_rank": args.micro * args.seq}
+    Path(args.out).with_suffix(f".rank{rank}.json").write_text(json.dumps(result))
+
+
+def launch(variants: str, ds: str, args, tmp: Path) -> list[dict]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp / f"{variants.replace(',', '_')}_{Path(ds).stem}"
+    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "2", "--master_port", str(port),
+           __file__, "--worker", "--variants", variants, "--ds_config", ds, "--out", str(out),
+           "--steps", str(args.steps), "--seq", str(args.seq), "--micro", str(args.micro)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"benchmark run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return [json.loads(out.with_suffix(f".rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variants", default="zhyper,peft", help=argparse.SUPPRESS)
+    p.add_argument("--ds_config", default=str(REPO / "launch/configs/zero3.json"), help=argparse.SUPPRESS)
+    p.add_argument("--out", default="", help=argparse.SUPPRESS)
+    p.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per variant")
+    p.add_argument("--seq", type=int, default=128, help="sequence length")
+    p.add_argument("--micro", type=int, default=4, help="micro-batch per rank")
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    z3, z0 = str(REPO / "launch/configs/zero3.json"), str(REPO / "launch/configs/zero0.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        both = launch("zhyper,peft", z3, args, tmp)
+        zh = launch("zhyper", z3, args, tmp)
+        pf = launch("peft", z3, args, tmp)
+        z0run = launch("zhyper", z0, args, tmp)
+    ratio = max(r["median_s"]["zhyper"] / r["median_s"]["peft"] for r in both)
+    t_zh = max(r["median_s"]["zhyper"] for r in zh)
+    mem = max(r["peak_rss_mb"] for r in zh) / max(r["peak_rss_mb"] for r in pf)
+    mem_delta = (max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in zh)
+                 / max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in pf))
+    tokens = sum(r["tokens_per_step_per_rank"] for r in zh)
+    print(f"SmolLM2-135M, 2 ranks, micro-batch {args.micro}/rank, seq {args.seq}, fp32, {args.steps} timed steps")
+    print(f"{'metric':<44}{'value':>10}  target")
+    print(f"{'step time Zhyper / PEFT (ZeRO-3, interleaved)':<44}{ratio:>10.3f}  <= 1.15")
+    print(f"{'peak RSS per rank Zhyper / PEFT (ZeRO-3)':<44}{mem:>10.3f}  <= 1.10")
+    print(f"{'  same, above the post-import baseline':<44}{mem_delta:>10.3f}")
+    print(f"{'peak RSS per rank Zhyper (MB)':<44}{max(r['peak_rss_mb'] for r in zh):>10.0f}")
+    print(f"{'tokens/s Zhyper (ZeRO-3, both ranks)':<44}{tokens / t_zh:>10.0f}")
+    print(f"{'step time ZeRO-3 / ZeRO-0 (Zhyper)':<44}{t_zh / max(r['median_s']['zhyper'] for r in z0run):>10.3f}")
+
+
+if __name__ == "__main__":
+    main()
