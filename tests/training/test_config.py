@@ -33,6 +33,7 @@ def test_defaults_and_overrides_parse_typed_values():
     ("train.lr=-1", r"train\.lr must be positive"),
     ("data.source=web", r"data\.source must be builtin, askx or tasks"),
     ("data.source=askx", r"data\.path is required"),
+    ("train.lr=fast", r"train\.lr must be a number \(float\), got 'fast'"),
 ])
 def test_bad_keys_and_values_are_named(override, match):
     with pytest.raises(ValueError, match=match):
@@ -70,9 +71,9 @@ def test_response_loss_masks_prompt_tokens():
     torch.testing.assert_close(per_sum.sum(), total)
     assert per_n.tolist() == [2, 1]
     logits2 = logits.clone()
-    logits2[0, 0] += 5.0  # a prompt position: must not change the loss
+    logits2[0, 0, 3] += 5.0  # a prompt position: must not change the loss
     assert torch.equal(response_loss_sum(logits2, labels)[0], total)
-    logits2[0, 2] += 5.0  # predicts the first response token: must change it
+    logits2[0, 2, 1] += 5.0  # predicts the first response token: must change it
     assert not torch.equal(response_loss_sum(logits2, labels)[0], total)
 
 

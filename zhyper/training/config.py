@@ -132,6 +132,22 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
+def _coerce(where: str, given: dict, cls) -> dict:
+    """Numbers YAML reads as strings (PyYAML takes ``5e-4`` for a string) become the field's type."""
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    out = dict(given)
+    for key, value in given.items():
+        kind = types.get(key)
+        if isinstance(value, str) and kind in ("float", "int"):
+            try:
+                out[key] = float(value) if kind == "float" else int(value)
+            except ValueError:
+                raise ValueError(f"{where}{key} must be a number ({kind}), got {value!r}") from None
+        elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
 def _check_keys(where: str, given: dict, cls) -> None:
     known = [f.name for f in dataclasses.fields(cls)]
     for key in given:
@@ -150,7 +166,7 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
         if not isinstance(section, dict):
             raise ValueError(f"run config section {name!r} must be a mapping, got {type(section).__name__}")
         _check_keys(f"{name}.", section, cls)
-        kwargs[name] = cls(**section)
+        kwargs[name] = cls(**_coerce(f"{name}.", section, cls))
     cfg = RunConfig(**kwargs)
     cfg.zhyper_config()  # validate the model section now, not after the base model has loaded
     return cfg
