@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)
                    else {f"modulation.{t}": m[0] for t, m in modulation.items()})
         with atomic_folder(args.out) as tmp:
-            save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "modulation.safetensors"))
+            save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()},
+                      str(tmp / "modulation.safetensors"))
             (tmp / "description.txt").write_text(args.description + "\n")
         out = Path(args.out)
     print(out)
