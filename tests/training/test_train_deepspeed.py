@@ -144,7 +144,7 @@ def test_gradient_accumulation_equals_one_big_batch(zero3, runs, tmp_path):
     ds["gradient_accumulation_steps"] = 2
     (tmp_path / "gas2.json").write_text(json.dumps(ds))
     gas = _train(runs / "gas2", ds=str(tmp_path / "gas2.json"))
-    assert _losses(gas) == pytest.approx(_losses(zero3), abs=1e-5)
+    assert _losses(gas) == pytest.approx(_losses(zero3), rel=1e-5)  # fp32 summation order only
 
 
 def test_two_nodes_agree_with_one_node(zero3, runs, tmp_path):
