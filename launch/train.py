@@ -103,6 +103,7 @@ def main(argv=None) -> int:
 
     from zhyper import ZhyperModel
     from zhyper.data import ChatCollator, MixedContextSampler
+    from zhyper.hyper.encoder import ContextEncoder
     from zhyper.tracking import Tracker
     from zhyper.training import checkpoint
     from zhyper.training.evaluate import accuracy_table, format_table, validation_metrics
@@ -128,23 +129,24 @@ def main(argv=None) -> int:
     sampler = MixedContextSampler(train_rows, data.descriptions, n_contexts=cfg.data.n_contexts, k=cfg.data.k,
                                   seed=cfg.data.seed, rank=rank, world_size=world)
 
-    # ---- model: frozen base (partitioned at load under ZeRO-3) + ZLinear + hypernetwork
-    ds = resolve_ds_config(args.ds_config, cfg, world)
-    dtype = torch.bfloat16 if ds.get("bf16", {}).get("enabled") else torch.float32
-    base, tokenizer, hf_ds = build_base(cfg, ds, dtype)
-    zcfg = cfg.zhyper_config()
-    model = ZhyperModel.from_base(base, zcfg, tokenizer=tokenizer)
-    collator = ChatCollator(tokenizer, max_length=cfg.data.max_length,
-                            description_in_prompt=cfg.data.description_in_prompt)
-
     # Embed every description once (train + held-out); training looks rows up, never re-encodes.
+    # Before the base model loads: under ZeRO-3 anything loaded later is partitioned, the encoder too.
+    zcfg = cfg.zhyper_config()
     all_desc = sorted({d for pool in (data.descriptions, data.heldout_descriptions) for ds_ in pool.values()
                        for d in ds_})
-    table = model.encode_descriptions(all_desc).to(device)  # (n_desc, d_c)
+    table = ContextEncoder(zcfg.encoder, pooling=zcfg.encoder_pooling).encode(all_desc).to(device)  # (n, d_c)
     row_of = {d: i for i, d in enumerate(all_desc)}
 
     def embed(descriptions):
         return table[[row_of[d] for d in descriptions]]
+
+    # ---- model: frozen base (partitioned at load under ZeRO-3) + ZLinear + hypernetwork
+    ds = resolve_ds_config(args.ds_config, cfg, world)
+    dtype = torch.bfloat16 if ds.get("bf16", {}).get("enabled") else torch.float32
+    base, tokenizer, hf_ds = build_base(cfg, ds, dtype)
+    model = ZhyperModel.from_base(base, zcfg, tokenizer=tokenizer)
+    collator = ChatCollator(tokenizer, max_length=cfg.data.max_length,
+                            description_in_prompt=cfg.data.description_in_prompt)
 
     if cfg.train.neftune_alpha > 0:
         add_neftune_noise(model.base.get_input_embeddings(), cfg.train.neftune_alpha)
