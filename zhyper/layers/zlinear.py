@@ -215,15 +215,17 @@ class ZLinear(nn.Module):
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"modulation must be a torch.Tensor, got {type(z).__name__}")
         shape = self.modulation_shape
+        # The adapter's dtype as it is now: a bf16 DeepSpeed engine casts lora_A/B to bf16.
+        adt = self.lora_A.dtype if self.lora_A is not None else self.adapter_dtype
         if tuple(z.shape) == shape:
-            return z.to(self.adapter_dtype)
+            return z.to(adt)
         if tuple(z.shape[1:]) != shape:
             raise ValueError(f"modulation has shape {tuple(z.shape)}; expected {shape} (one context) or "
                              f"(batch, *{shape}) for mode {self.mode!r}, rank {self.rank}")
         if x.dim() < 2 or z.shape[0] != x.shape[0]:
             raise ValueError(f"modulation batch size {z.shape[0]} does not match input batch size "
                              f"{x.shape[0] if x.dim() >= 2 else 'none (x is 1-D)'} (x has shape {tuple(x.shape)})")
-        return z.to(self.adapter_dtype)
+        return z.to(adt)
 
     @contextmanager
     def modulated(self, modulation: torch.Tensor) -> Iterator["ZLinear"]:
