@@ -22,6 +22,8 @@ of parameters/modulations (W, A, B, z), which exist whatever the peer. What is l
 activations the adapter path adds (h, casts of x, per-token weight copies, ...).
 
 Run:  OMP_NUM_THREADS=1 python benchmarks/bench_zlinear.py [--quick] [--rounds N] [--budget S] [--threads N]
+          [--features 576,4096] [--dtypes fp32,bf16]
+The bf16 4096 case takes long on CPUs without native bf16 GEMMs (each base GEMM step ~20 s here).
 """
 
 from __future__ import annotations
@@ -168,10 +170,14 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=60.0,
                     help="seconds of timed rounds per case; slow cases run fewer rounds, never under 3")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--features", default="576,4096", help="which shapes, by feature size (default 576,4096)")
+    ap.add_argument("--dtypes", default="fp32,bf16", help="which dtypes (default fp32,bf16)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     max_rounds = 3 if args.quick else args.rounds
-    shapes = SHAPES[:1] if args.quick else SHAPES
+    features = {int(f) for f in args.features.split(",")}
+    shapes = [sh for sh in (SHAPES[:1] if args.quick else SHAPES) if sh[2] in features]
+    dtypes = [dt for dt in DTYPES if dt in args.dtypes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); times are medians over interleaved rounds")
     hdr = (f"{'shape':<23}{'dtype':<6}{'mode':<7}{'rnds':>5}{'zl ms':>9}{'zl/floor':>9}{'zl/peft':>8}{'ref/zl':>7}"
            f"{'| adapter only:':>15}{'zl/floor':>9}{'ref/zl':>7}"
@@ -180,7 +186,7 @@ def main(argv=None) -> int:
     print("-" * len(hdr))
     misses = []
     for b, t, d, r in shapes:
-        for dt in DTYPES:
+        for dt in dtypes:
             med, mem, rounds = bench(b, t, d, r, dt, max_rounds, args.budget)
             for mode in ("diag", "square"):
                 zl, ref = med[f"zl-{mode}"], med[f"ref-{mode}"]
