@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lr_lambda = warmup_decay(cfg.train.max_steps, cfg.train.warmup_ratio)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=param_groups(model, cfg.train.weight_decay), config=ds,
+        model=model, model_parameters=param_groups(model, cfg.train.weight_decay, cfg.train.lr,
+                                                   cfg.train.hypernet_lr_scale), config=ds,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda))
     gas, micro = engine.gradient_accumulation_steps(), engine.train_micro_batch_size_per_gpu()
     stage = engine.zero_optimization_stage()
@@ -294,7 +295,7 @@ def main(argv=None) -> int:
         if acc:
             md += "\n\nRule-compliance accuracy of greedy answers:\n\n" + format_table(acc)
         (out_dir / "eval.md").write_text(md + "\n")
-        tracker.log_metrics({f"acc_{c}_{s}": v for c, row in acc.items() for s, v in row.items()},
+        tracker.log_metrics({f"acc_{c.replace('+', '_')}_{s}": v for c, row in acc.items() for s, v in row.items()},
                             cfg.train.max_steps)
         tracker.log_artifacts(final_dir, "zhyper_checkpoint")
         tracker.log_artifacts(out_dir / "peft_example", "peft_example")

@@ -51,6 +51,8 @@ class OptimConfig:
     max_steps: int = field(default=300, metadata={"help": "optimizer steps"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (paper, Mistral-7B: 2.5e-5)"})
     weight_decay: float = 0.01
+    hypernet_lr_scale: float = field(default=1.0, metadata={
+        "help": "learning rate of the hypernetwork relative to train.lr (the shared A/B use train.lr)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up fraction, then linear decay to 0"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient clipping (DeepSpeed); 0 disables"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing (paper extra; off)"})
@@ -72,6 +74,8 @@ class OptimConfig:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.hypernet_lr_scale <= 0:
+            raise ValueError(f"train.hypernet_lr_scale must be positive, got {self.hypernet_lr_scale}")
         for name in ("modulation_l2", "neftune_alpha", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")

@@ -73,16 +73,27 @@ def add_neftune_noise(embedding: nn.Module, alpha: float):
     return embedding.register_forward_hook(hook)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters only; no weight decay on biases, norms and embeddings."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 hypernet_lr_scale: float = 1.0) -> list[dict]:
+    """Trainable parameters only; no weight decay on biases, norms and embeddings.
+
+    With ``lr`` given, parameters under ``hypernet.`` get ``lr * hypernet_lr_scale`` (the
+    shared A/B keep ``lr``); the LR schedule scales every group alike.
+    """
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         is_vector = len(getattr(p, "ds_shape", p.shape)) < 2  # ds_shape: the full shape under ZeRO-3
-        (no_decay if is_vector or "emb" in name or "norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        no_decay = is_vector or "emb" in name or "norm" in name
+        groups.setdefault((name.startswith("hypernet."), no_decay), []).append(p)
+    out = []
+    for (is_hyper, no_decay), params in sorted(groups.items()):
+        group = {"params": params, "weight_decay": 0.0 if no_decay else weight_decay}
+        if lr is not None:
+            group["lr"] = lr * (hypernet_lr_scale if is_hyper else 1.0)
+        out.append(group)
+    return out
 
 
 def warmup_decay(max_steps: int, warmup_ratio: float):
