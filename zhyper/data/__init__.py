@@ -26,16 +26,6 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
+from zhyper._lazy import lazy_exports  # noqa: E402
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'zhyper.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
