@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     from zhyper.tracking import Tracker
     from zhyper.training import checkpoint
     from zhyper.training.evaluate import accuracy_table, format_table, validation_metrics
-    from zhyper.training.objective import (add_neftune_noise, modulation_penalty, param_groups,
+    from zhyper.training.objective import (IGNORE_INDEX, add_neftune_noise, modulation_penalty, param_groups,
                                            response_loss_sum, warmup_decay)
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -199,7 +199,8 @@ def main(argv=None) -> int:
                    for i in range(gas)]
         # Normalise by the response tokens of the whole step (all micro-batches, all ranks), so
         # accumulation is exact; DeepSpeed then averages gradients over ranks, hence * world.
-        n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches), dtype=torch.float64)
+        n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches),
+                             dtype=torch.float64)
         dist.all_reduce(n_tok)
         norm = float(n_tok) / world
         loss_sum = torch.zeros((), dtype=torch.float64)

@@ -141,3 +141,22 @@ def test_tracker_logs_to_real_mlflow(tmp_path):
     silent.log_metrics({"loss": 1.0}, 0)
     silent.finish()
     assert not (tmp_path / "none").exists()  # a non-zero rank writes nothing
+
+
+def test_param_groups_scale_the_hypernetwork_lr_and_skip_frozen():
+    from tests.conftest import tiny_llama
+    from zhyper import ZhyperConfig, ZhyperModel
+    from zhyper.training.objective import param_groups
+
+    model = ZhyperModel.from_base(tiny_llama(), ZhyperConfig(rank=2, context_dim=8, latent_dim=16, head_in=16))
+    groups = param_groups(model, weight_decay=0.1, lr=1e-3, hypernet_lr_scale=5.0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    grouped = [(names[id(p)], g["lr"], g["weight_decay"]) for g in groups for p in g["params"]]
+    assert len(grouped) == sum(p.requires_grad for p in model.parameters())  # frozen base left out
+    assert all(lr == pytest.approx(5e-3) for n, lr, _ in grouped if n.startswith("hypernet."))
+    assert all(lr == pytest.approx(1e-3) for n, lr, _ in grouped if not n.startswith("hypernet."))
+    decay = {n: wd for n, _, wd in grouped}
+    assert decay["base.model.layers.0.self_attn.q_proj.lora_A"] == 0.1
+    assert all(wd == 0.0 for n, wd in decay.items() if n.endswith(".bias") or "norm" in n)
+    plain = param_groups(model, weight_decay=0.1)  # no lr given: groups inherit the optimizer's lr
+    assert all("lr" not in g for g in plain)
