@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     from zhyper.hyper.encoder import ContextEncoder
     from zhyper.tracking import Tracker
     from zhyper.training import checkpoint
-    from zhyper.training.evaluate import accuracy_table, format_table, validation_metrics
+    from zhyper.training.evaluate import accuracy_table, describe_gap, format_table, validation_metrics
     from zhyper.training.objective import (IGNORE_INDEX, add_neftune_noise, modulation_penalty, param_groups,
                                            response_loss_sum, warmup_decay)
 
@@ -145,6 +145,10 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if ds.get("bf16", {}).get("enabled") else torch.float32
     base, tokenizer, hf_ds = build_base(cfg, ds, dtype)
     model = ZhyperModel.from_base(base, zcfg, tokenizer=tokenizer)
+    center = None
+    if cfg.train.center_contexts:  # the mean of the training descriptions (seen contexts only), fp32
+        train_desc = [d for c in sorted(set(train_rows["context"])) for d in data.descriptions[c]]
+        center = model.hypernet.set_context_center(embed(train_desc).float().cpu()).clone()
     collator = ChatCollator(tokenizer, max_length=cfg.data.max_length,
                             description_in_prompt=cfg.data.description_in_prompt)
 
@@ -270,6 +274,8 @@ def main(argv=None) -> int:
     if missing:
         raise RuntimeError(f"gathered parameters not in the plain model: {sorted(missing)[:5]}")
     plain.load_state_dict(trainable, strict=False)
+    if center is not None:  # a buffer, not a parameter: taken from where it was computed, in fp32
+        plain.hypernet.context_center.copy_(center)
     plain.base_model_id = cfg.base_model  # recorded in zhyper_config.json
     if master:
         from safetensors.torch import save_file
@@ -293,6 +299,8 @@ def main(argv=None) -> int:
         report = {"final": final_metrics, "accuracy": acc, **speed, "wall_time_s": elapsed}
         (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
         md = "# Evaluation\n\n" + "\n".join(f"- {k}: {v:.4f}" for k, v in final_metrics.items())
+        if "conditioning_gap" in final_metrics:
+            md += "\n\n" + describe_gap(final_metrics["conditioning_gap"], final_metrics["conditioning_gap_se"])
         if acc:
             md += "\n\nRule-compliance accuracy of greedy answers:\n\n" + format_table(acc)
         (out_dir / "eval.md").write_text(md + "\n")

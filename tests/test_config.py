@@ -35,7 +35,16 @@ def test_round_trip_and_unknown_keys():
     (dict(encoder_pooling="first"), ValueError, "encoder_pooling: expected None or one of"),
     (dict(context_dim=0), ValueError, "context_dim: expected None or a positive int"),
     (dict(encoder=""), ValueError, "encoder: expected a sentence-transformers name or path"),
+    (dict(contrast=1), TypeError, "contrast: expected a bool, got int"),
 ])
 def test_validation_names_the_field(kwargs, error, message):
     with pytest.raises(error, match=message):
         ZhyperConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, uses", [
+    ({}, True), (dict(mode="square"), True), (dict(contrast=False), False),
+    (dict(mode="full"), False), (dict(z_init="paper"), False),
+])
+def test_contrast_applies_only_where_shared_factors_carry_the_common_part(kwargs, uses):
+    assert ZhyperConfig(**kwargs).uses_contrast() is uses

@@ -119,6 +119,25 @@ def test_save_and_load_give_the_same_function(tmp_path, mode, emb):
         assert not torch.allclose(fresh(input_ids=ids, context_embeddings=emb).logits, want, atol=1e-4)
 
 
+def test_context_centre_is_saved_and_changes_the_function(tmp_path, emb):
+    model = build()
+    centre = model.center_contexts(DESCRIPTIONS)
+    assert torch.allclose(centre, emb.mean(0), atol=1e-6)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = ZhyperModel.from_pretrained(tmp_path / "ckpt", base_model=tiny_llama()).eval()
+    assert torch.equal(loaded.hypernet.context_center, centre)
+    ids = torch.randint(0, 97, (3, 7))
+    with torch.no_grad():
+        want = model(input_ids=ids, context_embeddings=emb).logits
+        assert torch.equal(loaded(input_ids=ids, context_embeddings=emb).logits, want)
+        loaded.hypernet.context_center.zero_()
+        assert not torch.allclose(loaded(input_ids=ids, context_embeddings=emb).logits, want, atol=1e-4)
+    with pytest.raises(ValueError, match="non-empty list of training descriptions"):
+        model.center_contexts([])
+    with pytest.raises(ValueError, match="non-empty list of training descriptions"):
+        model.center_contexts("Answer like a German.")
+
+
 def test_loading_onto_another_base_names_the_module(tmp_path):
     build().save_pretrained(tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"module model\.layers\.0\.self_attn\.q_proj: in_features is 32 in the "
@@ -135,6 +154,7 @@ def test_checkpoint_loaded_in_a_fresh_process_and_exported_gives_the_same_logits
     """Save here; in a new interpreter load it (base from the recorded path), export PEFT, run both."""
     base_dir = tiny_chat_base(tmp_path / "base")
     model = perturb(ZhyperModel.from_base(str(base_dir), small_config(mode="square"))).eval()
+    model.center_contexts(DESCRIPTIONS)  # the centre must travel with the checkpoint into the export
     model.save_pretrained(tmp_path / "ckpt")
     ids = torch.randint(0, 1000, (1, 11))
     with torch.no_grad():

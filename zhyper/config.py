@@ -42,6 +42,9 @@ class ZhyperConfig:
         "help": "encoder output size; None: looked up for known encoders, else read from the encoder"})
     z_init: str = field(default="identity", metadata={
         "help": "identity: z = 1 + head(h), Z = I + head(h) with zero head (starts as LoRA); paper: raw head output"})
+    contrast: bool = field(default=True, metadata={
+        "help": "z = 1 + head(h(c) - h(centre)): the hypernetwork emits how a context differs from the mean "
+                "training context (diag/square with identity init; full mode and z_init='paper' ignore it)"})
     latent_dim: int = field(default=128, metadata={
         "help": "hypernetwork width: context latent/2 + layer emb latent/4 + type emb latent/4"})
     head_in: int = field(default=512, metadata={"help": "width of the last hidden layer, input of the heads"})
@@ -67,6 +70,8 @@ class ZhyperConfig:
         self.alpha = float(self.alpha)
         if not isinstance(self.rslora, bool):
             raise TypeError(f"rslora: expected a bool, got {type(self.rslora).__name__}")
+        if not isinstance(self.contrast, bool):
+            raise TypeError(f"contrast: expected a bool, got {type(self.contrast).__name__}")
         for name in ("dropout", "hyper_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -84,6 +89,10 @@ class ZhyperConfig:
         if self.context_dim is not None and (not isinstance(self.context_dim, int) or isinstance(self.context_dim, bool)
                                              or self.context_dim < 1):
             raise ValueError(f"context_dim: expected None or a positive int, got {self.context_dim!r}")
+
+    def uses_contrast(self) -> bool:
+        """Whether the hypernetwork emits the contrast form (``contrast`` where it applies)."""
+        return self.contrast and self.mode != "full" and self.z_init == "identity"
 
     def resolved_context_dim(self) -> int | None:
         """context_dim if set, else the known dimension of ``encoder``, else None (must load it)."""

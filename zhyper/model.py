@@ -87,7 +87,8 @@ class ZhyperModel(nn.Module):
         hcfg = HyperNetConfig.from_layout(layout, context_dim, mode=config.mode, rank=config.rank,
                                           latent_dim=config.latent_dim, head_in=config.head_in,
                                           n_blocks=config.n_blocks, mlp_ratio=config.mlp_ratio,
-                                          dropout=config.hyper_dropout, z_init=config.z_init)
+                                          dropout=config.hyper_dropout, z_init=config.z_init,
+                                          contrast=config.uses_contrast())
         device = next(iter(base.parameters())).device
         hypernet = HyperNetwork(hcfg).to(device)
         logger.info("Zhyper %s r=%d on %d modules (%d layers x %s); hypernetwork %d parameters", config.mode,
@@ -130,6 +131,18 @@ class ZhyperModel(nn.Module):
             raise ValueError(f"encoder {self.config.encoder!r} gives {emb.shape[1]}-d embeddings but the "
                              f"hypernetwork expects context_dim {self.context_dim}")
         return emb
+
+    def center_contexts(self, descriptions: Sequence[str]) -> torch.Tensor:
+        """Centre the hypernetwork's input on the mean embedding of ``descriptions`` (once, before training).
+
+        Pass the training descriptions. Without it, similar instructions reach the hypernetwork as
+        nearly identical inputs and training collapses to one modulation (see ``HyperNetwork``).
+        Returns the centre (d_c,).
+        """
+        if isinstance(descriptions, str) or len(descriptions) == 0:
+            raise ValueError("descriptions: expected a non-empty list of training descriptions, got "
+                             f"{descriptions!r}")
+        return self.hypernet.set_context_center(self.encode_descriptions(list(descriptions)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, context_embeddings: torch.Tensor | None = None, **kwargs):

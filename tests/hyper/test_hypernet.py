@@ -71,9 +71,9 @@ def test_paper_init_is_the_raw_head_output():
 
 
 @settings(max_examples=20, deadline=None)
-@given(b=st.integers(2, 5), mode=st.sampled_from(["diag", "square", "full"]))
-def test_mixed_batch_equals_rows_alone(b, mode):
-    net = randomize_heads(make(mode))
+@given(b=st.integers(2, 5), mode=st.sampled_from(["diag", "square", "full"]), contrast=st.booleans())
+def test_mixed_batch_equals_rows_alone(b, mode, contrast):
+    net = randomize_heads(make(mode, contrast=contrast and mode != "full"))
     c = torch.randn(b, 6)
     batched = net(c)
     for i in range(b):
@@ -113,6 +113,8 @@ def test_bad_context_shape_names_expected_shape():
     (dict(latent_dim=8), "latent_dim: expected a multiple of 4 and >= 16"),
     (dict(dropout=1.0), "dropout: expected a probability"),
     (dict(module_types=("q_proj", "q_proj")), "module_types: expected distinct names"),
+    (dict(mode="full", contrast=True), "contrast: needs mode diag or square with z_init 'identity'"),
+    (dict(z_init="paper", contrast=True), "got mode 'diag', z_init 'paper'"),
     (dict(module_types=("q_proj", "k_proj")), r"features: no \(in, out\) for module types \['k_proj'\]"),
 ])
 def test_config_validation(kwargs, message):
@@ -127,3 +129,86 @@ def test_built_on_meta_without_touching_data():
     with torch.device("meta"):
         net = HyperNetwork(make("full").config)
     assert all(p.is_meta for p in net.parameters())
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 4), n=st.integers(1, 6), shift=st.floats(-3, 3), mode=st.sampled_from(["diag", "square"]))
+def test_centre_is_subtracted_from_the_input(b, n, shift, mode):
+    """Centred on the mean m of some embeddings, net(c) equals the uncentred net at c - m."""
+    net = randomize_heads(make(mode))
+    fitted = torch.randn(n, 6) + shift
+    c = torch.randn(b, 6)
+    plain = net(c - fitted.mean(0))
+    centre = net.set_context_center(fitted)
+    assert torch.allclose(centre, fitted.double().mean(0).float(), atol=1e-6)
+    assert torch.allclose(net(c), plain, atol=1e-5)
+    net.context_center.zero_()
+    assert torch.allclose(net(c - fitted.mean(0)), plain, atol=1e-5)
+    if fitted.mean(0).abs().max() > 1e-2:  # the centre changes the function: the two sides can differ
+        assert not torch.allclose(net(c), plain, atol=1e-5)
+
+
+def test_centre_is_a_saved_buffer_not_a_parameter():
+    net = make()
+    net.set_context_center(torch.ones(3, 6))
+    assert "context_center" in net.state_dict() and "context_center" not in dict(net.named_parameters())
+    assert torch.equal(net.state_dict()["context_center"], torch.ones(6))
+
+
+def test_centring_separates_similar_contexts():
+    """Two embeddings sharing a large common part: the centred trunk features differ far more."""
+    torch.manual_seed(0)
+    common = torch.randn(6) * 5
+    c = torch.stack([common + 0.3 * torch.randn(6), common + 0.3 * torch.randn(6)])
+    net = make()
+    before = net.hidden(c)
+    net.set_context_center(c)
+    after = net.hidden(c)
+    assert (after[0] - after[1]).norm() > 2 * (before[0] - before[1]).norm()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.ones(3, 5), r"expected a \(n, 6\) tensor"),
+    (torch.ones(6), r"expected a \(n, 6\) tensor"),
+    ([[0.0] * 6], r"expected a \(n, 6\) tensor of context embeddings, got list"),
+    (torch.ones(0, 6), "at least one row"),
+    (torch.full((2, 6), float("nan")), "not finite"),
+])
+def test_set_context_center_rejects_bad_input(bad, message):
+    net = make()
+    with pytest.raises(ValueError, match=message):
+        net.set_context_center(bad)
+    assert torch.equal(net.context_center, torch.zeros(6))  # nothing half-set
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 4), mode=st.sampled_from(["diag", "square"]), shift=st.floats(-2, 2))
+def test_contrast_emits_the_difference_from_the_centre(b, mode, shift):
+    """z(c) = 1 + head(h(c) - h(centre)): at the centre every layer gets 1 + bias (Z: I + bias)."""
+    net = randomize_heads(make(mode, contrast=True))
+    net.set_context_center(torch.randn(5, 6) + shift)
+    c = torch.randn(b, 6)
+    h = net.hidden(c) - net.hidden(net.context_center[None])
+    out = net(c)
+    plain = make(mode)
+    plain.load_state_dict(net.state_dict())  # same weights, no contrast
+    for i, t in enumerate(net.config.module_types):
+        want = net.heads[t](h[:, :, i]).view(out[:, :, i].shape)
+        assert torch.allclose(out[:, :, i] - torch.ones(()) if mode == "diag" else out[:, :, i] - torch.eye(2),
+                              want, atol=1e-5)
+    at_centre = net(net.context_center[None])[0]  # (L, T, ...)
+    for i, t in enumerate(net.config.module_types):
+        bias = net.heads[t].bias.view(at_centre[0, i].shape)
+        assert torch.allclose(at_centre[:, i], bias + (1.0 if mode == "diag" else torch.eye(2)), atol=1e-5)
+    assert not torch.allclose(plain(c), out, atol=1e-4)  # the contrast changes the function
+
+
+def test_contrast_heads_get_no_common_gradient_at_the_centre():
+    """A loss on the centre's modulation reaches the head biases only: the weights see h - h(centre) = 0."""
+    net = randomize_heads(make("diag", contrast=True)).train()
+    net(net.context_center[None]).sum().backward()
+    for head in net.heads.values():
+        assert torch.count_nonzero(head.weight.grad) == 0 and head.bias.grad.abs().sum() > 0
+    plain = randomize_heads(make("diag")).train()
+    plain(plain.context_center[None]).sum().backward()
+    assert all(h.weight.grad.abs().sum() > 0 for h in plain.heads.values())

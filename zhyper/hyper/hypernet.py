@@ -17,6 +17,23 @@ Parametrisation of the output (``z_init``):
   - ``"paper"``: the raw head output with nn.Linear's default initialisation.
 Full mode always starts as LoRA (bias hyper-init): head weight zero, bias = (A Kaiming-uniform, B zero).
 
+Contrast (``contrast=True``, diag/square with identity init; ``ZhyperModel``'s default)::
+
+    z(c) = 1 + head(h(c) - h(centre))        Z(c) = I + head(h(c) - h(centre))
+
+The heads read how a context's trunk features differ from the centre's (the mean training
+context, see below), so at the centre every layer runs the shared LoRA B·diag(1 + bias)·A: the
+shared A/B carry what all contexts have in common and the hypernetwork only how they differ.
+Without it the heads' input is dominated by features every context shares, and Adam spends
+the heads' updates on that common part. Cost: one extra row in the batched trunk call.
+
+Context centring: the input embedding is shifted by ``context_center`` (a buffer, zero until
+``set_context_center`` is called with the training descriptions' embeddings; saved with the
+checkpoint). Sentence embeddings of instructions share a large common direction (cosine 0.2–0.9
+between unrelated formatting rules with all-MiniLM-L6-v2), so uncentred inputs reach the heads as
+nearly collinear features and the hypernetwork learns one modulation for every context. With the
+mean removed the same run separates contexts (see docs/training.md for the measurement).
+
 Output: a tensor (b, L, T, *shape) for diag / square; for full mode (per-type sizes differ) a dict
 {module_type: (b, L, r·in + out·r)}. Both are what ``zhyper.layers.modulate`` accepts.
 
@@ -54,6 +71,7 @@ class HyperNetConfig:
     mlp_ratio: int = 4
     dropout: float = 0.05
     z_init: str = "identity"
+    contrast: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -71,6 +89,11 @@ class HyperNetConfig:
                              f"latent/4 < 4 features is degenerate), got {self.latent_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.contrast, bool):
+            raise TypeError(f"contrast: expected a bool, got {type(self.contrast).__name__}")
+        if self.contrast and (self.mode == "full" or self.z_init != "identity"):
+            raise ValueError(f"contrast: needs mode diag or square with z_init 'identity' (shared A/B to carry the "
+                             f"common part), got mode {self.mode!r}, z_init {self.z_init!r}")
         types = tuple(self.module_types)
         if not types or len(set(types)) != len(types):
             raise ValueError(f"module_types: expected distinct names, got {types!r}")
@@ -139,7 +162,27 @@ class HyperNetwork(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(d), _mlp(d, hidden, cfg.head_in, cfg.dropout))
         self.heads = nn.ModuleDict({t: nn.Linear(cfg.head_in, _numel(cfg.output_shape(t)))
                                     for t in cfg.module_types})
+        self.register_buffer("context_center", torch.zeros(cfg.context_dim))
         self.reset_heads()
+
+    @torch.no_grad()
+    def set_context_center(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Centre future inputs on the mean of ``embeddings`` (n, d_c), e.g. the training descriptions.
+
+        Returns the stored centre (d_c,). Call before training; the centre is part of the function
+        (saved, exported), so it must not change once the hypernetwork has learned against it.
+        """
+        d = self.config.context_dim
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[1] != d:
+            shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+            raise ValueError(f"embeddings: expected a (n, {d}) tensor of context embeddings, got {shape}")
+        if embeddings.shape[0] == 0:
+            raise ValueError("embeddings: expected at least one row to average, got 0")
+        center = embeddings.detach().to(self.context_center.device, torch.float64).mean(0)
+        if not torch.isfinite(center).all():
+            raise ValueError("embeddings: the mean is not finite (NaN or inf in the input)")
+        self.context_center.copy_(center.to(self.context_center.dtype))
+        return self.context_center
 
     @torch.no_grad()
     def reset_heads(self) -> None:
@@ -157,14 +200,19 @@ class HyperNetwork(nn.Module):
             else:
                 head.reset_parameters()
 
+    def _check(self, context: torch.Tensor) -> None:
+        if context.dim() != 2 or context.shape[1] != self.config.context_dim:
+            raise ValueError(f"context embeddings have shape {tuple(context.shape)}; expected (batch, "
+                             f"{self.config.context_dim})")
+
     def hidden(self, context: torch.Tensor) -> torch.Tensor:
         """h (b, L, T, head_in): the shared trunk for every (context, layer, type)."""
         cfg = self.config
-        if context.dim() != 2 or context.shape[1] != cfg.context_dim:
-            raise ValueError(f"context embeddings have shape {tuple(context.shape)}; expected (batch, "
-                             f"{cfg.context_dim})")
+        self._check(context)
         b, n_l, n_t = context.shape[0], cfg.n_layers, len(cfg.module_types)
-        c = self.context_proj(context.to(self.context_proj[0].weight.dtype))  # (b, d/2)
+        context = context.to(self.context_proj[0].weight.dtype) - self.context_center.to(
+            self.context_proj[0].weight.dtype)
+        c = self.context_proj(context)  # (b, d/2)
         layers = self.layer_embedding(context.device)  # (L, d/4)
         types = self.type_embedding(context.device)  # (T, d/4)
         x = torch.cat([c[:, None, None].expand(b, n_l, n_t, -1),
@@ -178,7 +226,13 @@ class HyperNetwork(nn.Module):
     def forward(self, context: torch.Tensor):
         """context (b, d_c) -> (b, L, T, *shape) for diag/square, {type: (b, L, r·in + out·r)} for full."""
         cfg = self.config
-        h = self.hidden(context)  # (b, L, T, head_in)
+        if cfg.contrast:  # h(c) - h(centre), the centre as one extra row of the same batched call
+            self._check(context)
+            b = context.shape[0]
+            h = self.hidden(torch.cat([context, self.context_center.to(context)[None]]))
+            h = h[:b] - h[b:]  # (b, L, T, head_in)
+        else:
+            h = self.hidden(context)  # (b, L, T, head_in)
         raw = {t: self.heads[t](h[:, :, i]) for i, t in enumerate(cfg.module_types)}  # each (b, L, n_out)
         if cfg.mode == "full":
             return raw

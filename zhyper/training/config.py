@@ -53,6 +53,8 @@ class OptimConfig:
     weight_decay: float = 0.01
     hypernet_lr_scale: float = field(default=1.0, metadata={
         "help": "learning rate of the hypernetwork relative to train.lr (the shared A/B use train.lr)"})
+    center_contexts: bool = field(default=True, metadata={
+        "help": "centre the hypernetwork's input on the mean embedding of the training descriptions"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up fraction, then linear decay to 0"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient clipping (DeepSpeed); 0 disables"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing (paper extra; off)"})

@@ -50,23 +50,55 @@ def shard(items: list, rank: int, world: int) -> tuple[list, list[float]]:
 
 
 @torch.no_grad()
-def mean_loss(forward, collator, encode, items: list[EvalItem], rank: int, world: int, batch_size: int) -> float:
-    """Token-mean response loss over ``items`` (all ranks together).
+def example_losses(forward, collator, encode, items: list[EvalItem], rank: int, world: int,
+                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response loss and response-token count of every item: two (len(items),) float64 tensors.
 
+    Each rank computes its share; the results are all-reduced so every rank holds all of them.
     ``forward(input_ids, attention_mask, context_embeddings) -> logits``; ``encode(list[str])``
     returns (n, d_c) description embeddings.
     """
     mine, weights = shard(items, rank, world)
-    total = torch.zeros(2, dtype=torch.float64)
+    index = list(range(rank, len(items), world))  # shard() takes items[rank::world], then pads
+    out = torch.zeros(2, len(items), dtype=torch.float64)
     for i in range(0, len(mine), batch_size):
-        chunk, w = mine[i:i + batch_size], torch.tensor(weights[i:i + batch_size], dtype=torch.float64)
+        chunk = mine[i:i + batch_size]
         batch = collator([{"prompt": it.prompt, "response": it.response, "system": it.system,
                            "description": it.description} for it in chunk])
         logits = forward(batch["input_ids"], batch["attention_mask"], encode(batch["descriptions"]))
         loss, n = per_example_loss(logits, batch["labels"])
-        total += torch.stack([(loss.double() * w).sum(), (n.double() * w).sum()])
-    total = _all_reduce(total)
-    return float(total[0] / total[1].clamp_min(1))
+        for j, w in enumerate(weights[i:i + batch_size]):
+            if w:
+                out[0, index[i + j]], out[1, index[i + j]] = float(loss[j]), float(n[j])
+    out = _all_reduce(out)
+    return out[0], out[1]
+
+
+def mean_loss(forward, collator, encode, items: list[EvalItem], rank: int, world: int, batch_size: int) -> float:
+    """Token-mean response loss over ``items`` (all ranks together)."""
+    loss, n = example_losses(forward, collator, encode, items, rank, world, batch_size)
+    return float(loss.sum() / n.sum().clamp_min(1))
+
+
+def paired_gap(right: tuple[torch.Tensor, torch.Tensor], wrong: tuple[torch.Tensor, torch.Tensor]
+               ) -> tuple[float, float]:
+    """Token-mean loss difference (right - wrong) on the same examples and its standard error.
+
+    ``right`` / ``wrong``: (loss sums, token counts) per example, as ``example_losses`` returns;
+    both describe the same responses, so the counts agree. The error treats the examples as the
+    sampled units (ratio estimator): the gap is clearly negative when gap + 2·se < 0.
+    """
+    (r, n), (w, n_wrong) = right, wrong
+    if not torch.equal(n, n_wrong):
+        raise ValueError("paired_gap: right and wrong must score the same responses (token counts differ)")
+    total = float(n.sum())
+    if total == 0:
+        return 0.0, 0.0
+    gap = float((r - w).sum()) / total
+    m = len(n)
+    resid = (r - w) - gap * n  # per-example deviation from the ratio
+    se = (m / max(m - 1, 1) * float(resid.pow(2).sum())) ** 0.5 / total
+    return gap, se
 
 
 def eval_items(data, split: str, max_examples: int, wrong: bool = False, seed: int = 0) -> list[EvalItem]:
@@ -101,15 +133,18 @@ def eval_items(data, split: str, max_examples: int, wrong: bool = False, seed: i
 
 def validation_metrics(forward, collator, encode, data, rank: int, world: int, max_examples: int,
                        batch_size: int) -> dict[str, float]:
-    """val_seen_loss (held-out descriptions), val_seen_wrong_loss, conditioning_gap, val_unseen_loss."""
+    """val_seen_loss (held-out descriptions), val_seen_wrong_loss, conditioning_gap (+ its standard
+    error conditioning_gap_se, paired over examples), val_unseen_loss."""
     out: dict[str, float] = {}
     seen = eval_items(data, "validation", max_examples)
     if seen:
-        out["val_seen_loss"] = mean_loss(forward, collator, encode, seen, rank, world, batch_size)
+        right = example_losses(forward, collator, encode, seen, rank, world, batch_size)
+        out["val_seen_loss"] = float(right[0].sum() / right[1].sum().clamp_min(1))
         wrong = eval_items(data, "validation", max_examples, wrong=True)
         if wrong:
-            out["val_seen_wrong_loss"] = mean_loss(forward, collator, encode, wrong, rank, world, batch_size)
-            out["conditioning_gap"] = out["val_seen_loss"] - out["val_seen_wrong_loss"]
+            scored = example_losses(forward, collator, encode, wrong, rank, world, batch_size)
+            out["val_seen_wrong_loss"] = float(scored[0].sum() / scored[1].sum().clamp_min(1))
+            out["conditioning_gap"], out["conditioning_gap_se"] = paired_gap(right, scored)
     unseen = eval_items(data, "unseen", max_examples)
     if unseen:
         out["val_unseen_loss"] = mean_loss(forward, collator, encode, unseen, rank, world, batch_size)
@@ -153,6 +188,14 @@ def accuracy_table(model, data, rank: int, world: int, n_examples: int, max_new_
             hits = _all_reduce(hits)
             table.setdefault(condition, {})[label] = float(hits[0] / hits[1].clamp_min(1))
     return table
+
+
+def describe_gap(gap: float, se: float) -> str:
+    """One sentence on the conditioning gap and whether it is distinguishable from zero (2 s.e.)."""
+    verdict = ("clearly negative: the modulation carries the description" if gap + 2 * se < 0 else
+               "clearly positive: the right description hurts" if gap - 2 * se > 0 else
+               "not distinguishable from zero: no conditioning effect measured")
+    return f"Conditioning gap {gap:+.4f} ± {2 * se:.4f} nats/token (2 s.e., paired over examples): {verdict}."
 
 
 def format_table(table: dict[str, dict[str, float]]) -> str:

@@ -1,0 +1,92 @@
+"""Evaluation helpers: paired conditioning gap with its standard error, per-example losses over rank shares."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.model_helpers import perturb, small_config, tiny_chat_base
+from zhyper.training.evaluate import eval_items, example_losses, mean_loss, paired_gap
+
+
+def _counts(n):
+    return torch.tensor(n, dtype=torch.float64)
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.floats(0, 50), st.floats(0, 50), st.integers(1, 40)), min_size=2, max_size=30))
+def test_paired_gap_is_the_token_mean_difference(rows):
+    right = _counts([r for r, _, _ in rows])
+    wrong = _counts([w for _, w, _ in rows])
+    n = _counts([k for _, _, k in rows])
+    gap, se = paired_gap((right, n), (wrong, n))
+    assert gap == pytest.approx(float(right.sum() / n.sum() - wrong.sum() / n.sum()), abs=1e-9)
+    assert se >= 0
+    if torch.equal(right, wrong):
+        assert gap == 0 and se == 0
+    swapped, se_swapped = paired_gap((wrong, n), (right, n))  # antisymmetric, same uncertainty
+    assert swapped == pytest.approx(-gap, abs=1e-9) and se_swapped == pytest.approx(se, abs=1e-9)
+
+
+def test_paired_gap_error_shrinks_with_consistent_differences():
+    n = _counts([10] * 20)
+    wrong = _counts([30.0] * 20)
+    steady = paired_gap((wrong - 5.0, n), (wrong, n))  # every example 0.5 nats/token better
+    noisy = paired_gap((wrong - 5.0 + _counts([40.0, -40.0] * 10), n), (wrong, n))
+    assert steady[0] == pytest.approx(-0.5) and noisy[0] == pytest.approx(-0.5)
+    assert steady[1] == pytest.approx(0.0, abs=1e-12) and noisy[1] > 0.1
+
+
+def test_paired_gap_refuses_unpaired_examples():
+    with pytest.raises(ValueError, match="token counts differ"):
+        paired_gap((_counts([1.0, 2.0]), _counts([3, 4])), (_counts([1.0, 2.0]), _counts([3, 5])))
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    from zhyper import ZhyperModel
+    from zhyper.data import ChatCollator, builtin_suite
+
+    base = tiny_chat_base(tmp_path_factory.mktemp("base"))
+    model = perturb(ZhyperModel.from_base(str(base), small_config())).eval()
+    collator = ChatCollator(model.tokenizer, max_length=96)
+
+    def forward(ids, mask, emb):
+        return model(input_ids=ids, attention_mask=mask, context_embeddings=emb).logits
+
+    return forward, collator, model.encode_descriptions, builtin_suite()
+
+
+def test_wrong_items_pair_the_same_rows_with_another_context(scorer):
+    *_, data = scorer
+    right = eval_items(data, "validation", 12)
+    wrong = eval_items(data, "validation", 12, wrong=True)
+    assert [(r.prompt, r.response, r.context) for r in right] == [(w.prompt, w.response, w.context) for w in wrong]
+    pool = {c: set(data.heldout_descriptions[c]) for c in data.heldout_descriptions}
+    assert all(r.description in pool[r.context] for r in right)
+    assert all(w.description not in pool[w.context] for w in wrong)
+
+
+def test_rank_shares_add_up_to_the_single_process_losses(scorer):
+    forward, collator, encode, data = scorer
+    items = eval_items(data, "validation", 7)  # odd: rank 1's share is padded
+    whole = example_losses(forward, collator, encode, items, 0, 1, batch_size=3)
+    parts = [example_losses(forward, collator, encode, items, r, 2, batch_size=2) for r in (0, 1)]
+    summed = (parts[0][0] + parts[1][0], parts[0][1] + parts[1][1])  # what the all-reduce adds
+    assert torch.allclose(summed[0], whole[0], rtol=1e-5) and torch.equal(summed[1], whole[1])
+    assert (whole[1] > 0).all() and (parts[0][1] == 0).sum() == 3  # each item scored once
+    assert mean_loss(forward, collator, encode, items, 0, 1, 3) == pytest.approx(
+        float(whole[0].sum() / whole[1].sum()))
+    wrong = example_losses(forward, collator, encode, eval_items(data, "validation", 7, wrong=True), 0, 1, 3)
+    assert torch.equal(wrong[1], whole[1]) and not torch.allclose(wrong[0], whole[0])
+
+
+@pytest.mark.parametrize("gap, se, verdict", [(-0.03, 0.01, "clearly negative"), (-0.01, 0.01, "not distinguishable"),
+                                              (0.05, 0.01, "clearly positive")])
+def test_describe_gap_uses_two_standard_errors(gap, se, verdict):
+    from zhyper.training.evaluate import describe_gap
+
+    text = describe_gap(gap, se)
+    assert verdict in text and f"{gap:+.4f}" in text and f"{2 * se:.4f}" in text
