@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     ds = resolve_ds_config(args.ds_config, cfg, world)
     dtype = torch.bfloat16 if ds.get("bf16", {}).get("enabled") else torch.float32
     base, tokenizer, hf_ds = build_base(cfg, ds, dtype)
+    torch.manual_seed(cfg.train.seed)  # the same adapter and hypernetwork initialisation on every rank and every run
     model = ZhyperModel.from_base(base, zcfg, tokenizer=tokenizer)
     center = None
     if cfg.train.center_contexts:  # the mean of the training descriptions (seen contexts only), fp32
