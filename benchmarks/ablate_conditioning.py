@@ -1,10 +1,11 @@
 """Does the hypernetwork learn to condition? One single-process run on the built-in suite, one variant.
 
     .venv/bin/python benchmarks/ablate_conditioning.py [--steps 200] [--no-contrast] [--no-center]
-        [--hypernet-lr-scale 1] [--seed 0] [--threads 2]
+        [--hypernet-lr-scale 1] [--seed 0] [--threads 2] [--contexts NAME ...] [--n-contexts 4]
 
 SmolLM2-135M-Instruct (fp32) + all-MiniLM-L6-v2, diag r 8 on q/v, 4 examples of 4 different seen
-contexts per step (as the main job's global batch), AdamW lr 2e-3 with the main job's warm-up and
+contexts per step (as the main job's global batch; ``--contexts`` limits the suite as the main
+job's ``data.contexts`` does; the default is the whole suite), AdamW lr 2e-3 with the main job's warm-up and
 decay. Every ``--eval-every`` steps it prints the validation loss on seen contexts with held-out
 descriptions, the conditioning gap (that loss minus the loss with another context's description
 on the same examples) with its standard error, the unseen-context loss, and the mean and spread
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contexts", nargs="*", default=[], help="restrict the suite to these contexts")
+    parser.add_argument("--n-contexts", type=int, default=4, help="contexts per step (k = 1)")
     args = parser.parse_args()
 
     import torch
@@ -49,12 +52,14 @@ def main() -> None:
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     data = builtin_suite()
+    if args.contexts:
+        data = data.restrict(args.contexts)
     rows = data.split("train")
     model = ZhyperModel.from_base(str(smollm2_path()), ZhyperConfig(contrast=args.contrast))
     if args.center:
         model.center_contexts([d for c in sorted(set(rows["context"])) for d in data.descriptions[c]])
     collator = ChatCollator(model.tokenizer, max_length=128)
-    sampler = MixedContextSampler(rows, data.descriptions, n_contexts=4, k=1, seed=args.seed)
+    sampler = MixedContextSampler(rows, data.descriptions, n_contexts=args.n_contexts, k=1, seed=args.seed)
     opt = torch.optim.AdamW(param_groups(model, 0.01, args.lr, args.hypernet_lr_scale), lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(args.steps, 0.1))
 
@@ -68,10 +73,11 @@ def main() -> None:
             z = model.modulation_for([data.heldout_descriptions[c][0] for c in sampler.contexts])
         model.train()
         print(f"{step:>5} | {m['val_seen_loss']:.3f} | {m['conditioning_gap']:+.4f} ± {2 * m['conditioning_gap_se']:.4f}"
-              f" | {m['val_unseen_loss']:.3f} | {float(z.mean()):.2f} | {float(z.std(0).mean()):.4f}"
+              f" | {m.get('val_unseen_loss', float('nan')):.3f} | {float(z.mean()):.2f} | {float(z.std(0).mean()):.4f}"
               f" | {time.perf_counter() - t0:.0f}", flush=True)
 
-    print(f"contrast={args.contrast} center={args.center} hypernet_lr_scale={args.hypernet_lr_scale} seed={args.seed}")
+    print(f"contrast={args.contrast} center={args.center} hypernet_lr_scale={args.hypernet_lr_scale} seed={args.seed}"
+          f" contexts={data.seen_contexts} n_contexts={args.n_contexts}")
     print(" step | val_seen | gap ± 2 s.e. | val_unseen | z mean | z spread across contexts | s")
     t0 = time.perf_counter()
     report(0, t0)

@@ -85,10 +85,12 @@ def load_data(cfg):
     from zhyper import data as zdata
 
     if cfg.data.source == "builtin":
-        return zdata.builtin_suite(seed=cfg.data.seed)
-    if cfg.data.source == "askx":
-        return zdata.load_askx(cfg.data.path, setting=cfg.data.setting, drop_system_message=cfg.data.drop_system_message)
-    return zdata.load_tasks(cfg.data.path, data_files=cfg.data.data_files)
+        data = zdata.builtin_suite(seed=cfg.data.seed)
+    elif cfg.data.source == "askx":
+        data = zdata.load_askx(cfg.data.path, setting=cfg.data.setting, drop_system_message=cfg.data.drop_system_message)
+    else:
+        data = zdata.load_tasks(cfg.data.path, data_files=cfg.data.data_files)
+    return data.restrict(cfg.data.contexts) if cfg.data.contexts else data
 
 
 def main(argv=None) -> int:

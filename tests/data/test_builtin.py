@@ -134,3 +134,22 @@ def test_unseen_override_and_errors():
         builtin_suite(unseen=["shouting"])
     with pytest.raises(ValueError, match="n_validation: expected"):
         builtin_suite(n_validation=80)
+
+
+def test_restrict_keeps_only_the_named_contexts_and_their_roles(suite):
+    small = suite.restrict(["upper_case", "json_answer", "kebab_case"])
+    assert isinstance(small, BuiltinSuite)
+    assert small.seen_contexts == ["upper_case", "json_answer"] and small.unseen_contexts == ["kebab_case"]
+    assert set(small.examples["context"]) == {"upper_case", "json_answer", "kebab_case"}
+    assert len(small.examples) == 3 * len(suite.examples) // len(suite.contexts)
+    assert small.descriptions == {c: suite.descriptions[c] for c in small.seen_contexts}
+    assert set(small.heldout_descriptions) == {"upper_case", "json_answer", "kebab_case"}
+    assert small.split("validation")["prompt"] == suite.split("validation").filter(
+        lambda r: r["context"] in {"upper_case", "json_answer"})["prompt"]
+    assert set(suite.examples["context"]) != set(small.examples["context"])  # the full suite has more
+    with pytest.raises(ValueError, match=r"contexts: expected a non-empty list of names from .*unknown: \['nope'\]"):
+        suite.restrict(["upper_case", "nope"])
+    with pytest.raises(ValueError, match=r"contexts: expected a non-empty list"):
+        suite.restrict([])
+    with pytest.raises(ValueError, match=r"contexts: at least one must be a seen context"):
+        suite.restrict(["kebab_case"])

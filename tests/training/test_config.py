@@ -20,6 +20,32 @@ def test_shipped_configs_load(name):
     assert cfg.train.max_steps > 0 and cfg.zhyper_config().rank > 0
 
 
+def _load_data(cfg):
+    """launch/train.py's own data loader (the script is not a package module)."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("zhyper_launch_train", REPO / "launch" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_data(cfg)
+
+
+def test_main_job_trains_on_its_listed_contexts():
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "launch" / "configs" / "default.yaml")
+    data = _load_data(cfg)
+    assert len(data.seen_contexts) == 8 and len(data.unseen_contexts) == 5
+    assert set(data.contexts) == set(cfg.data.contexts) == set(data.examples["context"])
+    assert cfg.data.n_contexts <= len(data.seen_contexts)
+    full = _load_data(load_config(REPO / "launch" / "configs" / "default.yaml", ["data.contexts=[]"]))
+    assert len(full.seen_contexts) == 24  # an empty list means the whole suite
+    with pytest.raises(ValueError, match=r"contexts: expected a non-empty list of names .*unknown: \['shouting'\]"):
+        _load_data(load_config(None, ["data.contexts=[upper_case, shouting]"]))
+
+
 def test_defaults_and_overrides_parse_typed_values():
     cfg = load_config(None, ["train.lr=5e-4", "data.k=2", "model.rank=4", "output_dir=/tmp/x"])
     assert cfg.train.lr == 5e-4 and cfg.data.k == 2 and cfg.model["rank"] == 4 and cfg.output_dir == "/tmp/x"
@@ -34,6 +60,7 @@ def test_defaults_and_overrides_parse_typed_values():
     ("data.source=web", r"data\.source must be builtin, askx or tasks"),
     ("data.source=askx", r"data\.path is required"),
     ("train.lr=fast", r"train\.lr must be a number \(float\), got 'fast'"),
+    ("data.contexts=upper_case", r"data\.contexts must be a list of context names, got 'upper_case'"),
 ])
 def test_bad_keys_and_values_are_named(override, match):
     with pytest.raises(ValueError, match=match):

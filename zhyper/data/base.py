@@ -63,6 +63,26 @@ class ContextData:
         """All context names: seen first, then unseen."""
         return [*self.seen_contexts, *self.unseen_contexts]
 
+    def restrict(self, contexts: Sequence[str]) -> "ContextData":
+        """The same data limited to ``contexts`` (each keeps its seen/unseen role and descriptions).
+
+        Fewer contexts give each one more training steps in a short run (the main job uses this).
+        """
+        names = list(dict.fromkeys(contexts))
+        unknown = [c for c in names if c not in self.contexts]
+        if not names or unknown:
+            raise ValueError(f"contexts: expected a non-empty list of names from {self.contexts}, "
+                             f"got {names} (unknown: {unknown})")
+        keep = set(names)
+        seen = [c for c in self.seen_contexts if c in keep]
+        if not seen:
+            raise ValueError(f"contexts: at least one must be a seen context {self.seen_contexts}, got {names}")
+        col = self.examples["context"]
+        return type(self)(self.examples.select([i for i, c in enumerate(col) if c in keep]),
+                          {c: list(self.descriptions[c]) for c in seen},
+                          {c: list(d) for c, d in self.heldout_descriptions.items() if c in keep},
+                          seen, [c for c in self.unseen_contexts if c in keep])
+
     def split(self, name: str) -> "Dataset":
         """The examples of one split ("train", "validation" or "unseen"), in their original order."""
         if name not in SPLITS:

@@ -29,6 +29,8 @@ class DataConfig:
     data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "tasks: {task: local file}"})
     drop_system_message: bool = field(default=True, metadata={
         "help": "askx: drop the culture-naming system message (it leaks the context into the prompt)"})
+    contexts: list[str] = field(default_factory=list, metadata={
+        "help": "train and evaluate on these contexts only (seen/unseen roles kept); empty: all"})
     n_contexts: int = field(default=8, metadata={"help": "distinct contexts per optimizer step (global)"})
     k: int = field(default=1, metadata={"help": "examples per context per step"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompt body truncated first)"})
@@ -41,6 +43,8 @@ class DataConfig:
             raise ValueError(f"data.source must be builtin, askx or tasks, got {self.source!r}")
         if self.source in ("askx", "tasks") and not self.path:
             raise ValueError(f"data.path is required for data.source={self.source!r}")
+        if not isinstance(self.contexts, list) or not all(isinstance(c, str) and c for c in self.contexts):
+            raise ValueError(f"data.contexts must be a list of context names, got {self.contexts!r}")
         for name in ("n_contexts", "k", "max_length"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)!r}")
