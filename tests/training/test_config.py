@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -20,8 +22,9 @@ def test_shipped_configs_load(name):
     assert cfg.train.max_steps > 0 and cfg.zhyper_config().rank > 0
 
 
-def _load_data(cfg):
-    """launch/train.py's own data loader (the script is not a package module)."""
+@functools.lru_cache(maxsize=1)
+def _train_script():
+    """launch/train.py as a module (the script is not a package module), loaded once."""
     import importlib.util
 
     from tests.conftest import REPO
@@ -29,7 +32,11 @@ def _load_data(cfg):
     spec = importlib.util.spec_from_file_location("zhyper_launch_train", REPO / "launch" / "train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load_data(cfg)
+    return module
+
+
+def _load_data(cfg):
+    return _train_script().load_data(cfg)
 
 
 def test_main_job_trains_on_its_listed_contexts():
