@@ -112,6 +112,10 @@ def main(argv=None) -> int:
     from zhyper.training.objective import (IGNORE_INDEX, add_neftune_noise, modulation_penalty, param_groups,
                                            response_loss_sum, warmup_decay)
 
+    if cfg.base_model in ("smollm2", "tiny-llama"):  # convert the shipped model (first run) before any process group
+        from zhyper.base_model import smollm2_path
+
+        smollm2_path()  # exists: under one, transformers writes weights on rank 0 only
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     master = rank == 0  # only rank 0 writes logs, MLflow, files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from zhyper import base_model
-from zhyper.base_model import FOLDER_NAME, SOURCE_FILE, smollm2_gguf, smollm2_path
+from zhyper.base_model import FOLDER_NAME, SOURCE_FILE, WEIGHTS_FILE, smollm2_gguf, smollm2_path
 
 
 def test_gguf_is_found_without_importing_the_package():
@@ -31,13 +32,101 @@ def test_incomplete_folder_is_reported_not_reused(tmp_path):
         smollm2_path(tmp_path)
 
 
+def _fake_conversion(out_dir: Path, weights: bytes = b"w" * 10) -> None:
+    (out_dir / "config.json").write_text("{}")
+    (out_dir / WEIGHTS_FILE).write_bytes(weights)
+    files = {p.name: p.stat().st_size for p in out_dir.iterdir()}
+    (out_dir / SOURCE_FILE).write_text(json.dumps({"files": files}))
+
+
 def test_complete_folder_is_reused_without_converting(tmp_path, monkeypatch):
     folder = tmp_path / FOLDER_NAME
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / SOURCE_FILE).write_text("{}")
+    _fake_conversion(folder)
     monkeypatch.setattr(base_model, "convert_gguf", lambda *a: pytest.fail("must not convert again"))
     assert smollm2_path(tmp_path) == folder
+
+
+@pytest.mark.parametrize("damage", ["no_files_list", "weights_missing", "weights_truncated"])
+def test_incomplete_conversion_of_ours_is_redone(tmp_path, monkeypatch, damage):
+    """A folder zhyper marked complete but that lacks its weights (the fresh-machine race) is converted again."""
+    folder = tmp_path / FOLDER_NAME
+    folder.mkdir()
+    _fake_conversion(folder)
+    if damage == "no_files_list":  # what the racing conversion of an older zhyper left behind
+        (folder / SOURCE_FILE).write_text("{}")
+        (folder / WEIGHTS_FILE).unlink()
+    elif damage == "weights_missing":
+        (folder / WEIGHTS_FILE).unlink()
+    else:
+        (folder / WEIGHTS_FILE).write_bytes(b"w" * 3)
+    calls = []
+    monkeypatch.setattr(base_model, "smollm2_gguf", lambda: tmp_path / "x.gguf")
+    monkeypatch.setattr(base_model, "convert_gguf", lambda gguf, out: (calls.append(out), _fake_conversion(out)))
+    assert smollm2_path(tmp_path) == folder
+    assert len(calls) == 1 and (folder / WEIGHTS_FILE).stat().st_size == 10
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [FOLDER_NAME]
+
+
+def test_intact_conversion_is_not_redone(tmp_path, monkeypatch):
+    """Twin of the test above: the same folder undamaged is reused as it is."""
+    folder = tmp_path / FOLDER_NAME
+    folder.mkdir()
+    _fake_conversion(folder)
+    monkeypatch.setattr(base_model, "convert_gguf", lambda *a: pytest.fail("must not convert again"))
+    assert smollm2_path(tmp_path) == folder and (folder / WEIGHTS_FILE).read_bytes() == b"w" * 10
+
+
+_RANKED = """
+import os, sys, time, glob
+import torch.distributed as dist
+from zhyper.base_model import FOLDER_NAME, smollm2_path
+cache = sys.argv[1]
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+if rank == 0:  # start only once rank 1 holds the lock and is converting (its temporary folder exists)
+    t0 = time.time()
+    while not glob.glob(os.path.join(cache, "." + FOLDER_NAME + ".*")):
+        assert time.time() - t0 < 300, "rank 1 never started converting"
+        time.sleep(0.05)
+print(smollm2_path(cache), flush=True)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_rank_one_converts_under_a_process_group(tmp_path):
+    """The fresh-machine race: rank 1 of an initialised gloo group takes the lock and converts.
+
+    transformers' save_pretrained writes weights only on global rank 0 of a distributed group; the
+    conversion must still produce a complete folder, and rank 0 (waiting on the lock) reuses it.
+    """
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (1, 0):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+               "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANKED, str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    folder = tmp_path / FOLDER_NAME
+    assert [o.strip().splitlines()[-1] for o, _ in outs] == [str(folder)] * 2
+    assert base_model._is_complete(folder)
+    assert {"config.json", WEIGHTS_FILE, "tokenizer.json", SOURCE_FILE} <= {p.name for p in folder.iterdir()}
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert model.num_parameters() > 100_000_000
 
 
 @pytest.mark.slow

