@@ -25,7 +25,7 @@ def test_round_trip_and_unknown_keys():
     (dict(mode="lowrank"), ValueError, "mode: expected one of"),
     (dict(rank=0), ValueError, "rank: expected an int >= 1, got 0"),
     (dict(rank=2.0), ValueError, "rank: expected an int >= 1, got 2.0"),
-    (dict(alpha=-1), ValueError, "alpha: expected a positive number"),
+    (dict(alpha=-1), ValueError, "alpha: expected a positive finite number"),
     (dict(rslora="yes"), TypeError, "rslora: expected a bool"),
     (dict(dropout=1.5), ValueError, r"dropout: expected a probability in \[0, 1\)"),
     (dict(target_modules=[]), ValueError, "target_modules: expected a non-empty list"),

@@ -18,7 +18,7 @@ _LAZY = {
     "ZhyperModel": "zhyper.model",
     "HyperNetwork": "zhyper.hyper.hypernet",
     "HyperNetConfig": "zhyper.hyper.hypernet",
-    "count_parameters": "zhyper.hyper.params",
+    "count_parameters": "zhyper.sizing.params",
 }
 
 __all__ = ["__version__", *_LAZY]

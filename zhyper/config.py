@@ -1,7 +1,14 @@
-"""ZhyperConfig: every choice that defines a Zhyper model on top of a base LM, validated on construction."""
+"""ZhyperConfig: every choice that defines a Zhyper model on top of a base LM, validated on construction.
+
+This module is the one home of the model's vocabulary (``MODES``, ``Z_INITS``, ``POOLINGS``) and of
+the checks of the hypernetwork's shape fields (``check_hypernet_fields``), which ``HyperNetConfig``
+runs too. It imports nothing heavy: a run config can be validated before torch loads.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -18,6 +25,35 @@ KNOWN_ENCODER_DIMS = {
 }
 
 
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
+
+
+def check_int(name: str, value: Any, low: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+
+
+def check_probability(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+
+
+def check_hypernet_fields(mode: str, z_init: str, rank: int, latent_dim: int, head_in: int, n_blocks: int,
+                          mlp_ratio: int, dropout: float, dropout_name: str = "dropout") -> None:
+    """The checks every hypernetwork shape must pass (ZhyperConfig and HyperNetConfig run the same)."""
+    check_choice("mode", mode, MODES)
+    check_choice("z_init", z_init, Z_INITS)
+    for name, value in (("rank", rank), ("latent_dim", latent_dim), ("head_in", head_in), ("mlp_ratio", mlp_ratio)):
+        check_int(name, value, 1)
+    check_int("n_blocks", n_blocks, 0)
+    if latent_dim % 4 or latent_dim < 16:
+        raise ValueError(f"latent_dim: expected a multiple of 4 and >= 16 (split 2:1:1 into context, layer and "
+                         f"type embeddings, each LayerNorm-ed), got {latent_dim}")
+    check_probability(dropout_name, dropout)
+
+
 @dataclass
 class ZhyperConfig:
     """What the hypernetwork emits, where it is applied and how it is built.
@@ -32,8 +68,8 @@ class ZhyperConfig:
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha; the update is scaled by alpha / r"})
     rslora: bool = field(default=False, metadata={"help": "scale by alpha / sqrt(r) (rsLoRA) instead"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input (LoRA dropout)"})
-    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={
-        "help": "suffixes of the nn.Linear names to adapt, or 'all-linear'"})
+    target_modules: Any = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={
+        "help": "suffixes of the nn.Linear names to adapt (list[str]), or 'all-linear'"})
     encoder: str = field(default="all-MiniLM-L6-v2", metadata={
         "help": "sentence-transformers model that embeds descriptions (name, path or hub id)"})
     encoder_pooling: str | None = field(default=None, metadata={
@@ -53,30 +89,18 @@ class ZhyperConfig:
     hyper_dropout: float = field(default=0.05, metadata={"help": "dropout inside the hypernetwork"})
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
-        if self.z_init not in Z_INITS:
-            raise ValueError(f"z_init: expected one of {Z_INITS}, got {self.z_init!r}")
-        for name in ("rank", "latent_dim", "head_in", "n_blocks", "mlp_ratio"):
-            value = getattr(self, name)
-            low = 0 if name == "n_blocks" else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-        if self.latent_dim % 4 or self.latent_dim < 16:
-            raise ValueError(f"latent_dim: expected a multiple of 4 and >= 16 (split 2:1:1 into context, layer and "
-                             f"type embeddings, each LayerNorm-ed), got {self.latent_dim}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise ValueError(f"alpha: expected a positive number, got {self.alpha!r}")
+        check_hypernet_fields(self.mode, self.z_init, self.rank, self.latent_dim, self.head_in, self.n_blocks,
+                              self.mlp_ratio, self.hyper_dropout, "hyper_dropout")
+        if (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha)
+                or self.alpha <= 0):
+            raise ValueError(f"alpha: expected a positive finite number, got {self.alpha!r}")
         self.alpha = float(self.alpha)
         if not isinstance(self.rslora, bool):
             raise TypeError(f"rslora: expected a bool, got {type(self.rslora).__name__}")
         if not isinstance(self.contrast, bool):
             raise TypeError(f"contrast: expected a bool, got {type(self.contrast).__name__}")
-        for name in ("dropout", "hyper_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
-        if isinstance(self.target_modules, (tuple, list)):
+        check_probability("dropout", self.dropout)
+        if not isinstance(self.target_modules, str) and isinstance(self.target_modules, Sequence):
             if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
                 raise ValueError(f"target_modules: expected a non-empty list of names, got {self.target_modules!r}")
             self.target_modules = list(self.target_modules)
@@ -97,6 +121,15 @@ class ZhyperConfig:
     def resolved_context_dim(self) -> int | None:
         """context_dim if set, else the known dimension of ``encoder``, else None (must load it)."""
         return self.context_dim if self.context_dim is not None else KNOWN_ENCODER_DIMS.get(self.encoder)
+
+    def hypernet_config(self, layout, context_dim: int):
+        """The HyperNetConfig of this model on an ``AdapterLayout`` (the one place the fields are mapped)."""
+        from zhyper.hyper.hypernet import HyperNetConfig
+
+        return HyperNetConfig.from_layout(layout, context_dim, mode=self.mode, rank=self.rank,
+                                          latent_dim=self.latent_dim, head_in=self.head_in, n_blocks=self.n_blocks,
+                                          mlp_ratio=self.mlp_ratio, dropout=self.hyper_dropout, z_init=self.z_init,
+                                          contrast=self.uses_contrast())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

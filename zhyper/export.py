@@ -17,34 +17,20 @@ from pathlib import Path
 
 import torch
 
-from zhyper.checkpoint import atomic_folder
-from zhyper.layers.zlinear import split_full
+from zhyper.io import atomic_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def module_modulations(layout, modulation, row: int = 0) -> dict[str, torch.Tensor]:
-    """{module name: that module's modulation (shape ``modulation_shape``)} for batch row ``row``."""
-    if isinstance(modulation, torch.Tensor):
-        return {m.name: modulation[row, m.layer_index, m.type_index] for m in layout}
-    return {m.name: modulation[m.module_type][row, m.layer_index] for m in layout}
-
-
 @torch.no_grad()
 def folded_factors(model, description: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{module name: (lora_A' (r, in), lora_B' (out, r))} in fp32 for one description."""
-    per_module = module_modulations(model.layout, model.modulation_for([description]))
+    """{module name: (lora_A' (r, in), lora_B' (out, r))} in fp32 on the CPU for one description."""
+    per_module = model.layout.module_modulations(model.modulation_for([description]))
     out = {}
     for m in model.layout:
-        layer = model.base.get_submodule(m.name)
-        z = per_module[m.name].detach().float().cpu()
-        if layer.mode == "full":
-            a, b = split_full(z, layer.rank, layer.in_features, layer.out_features)
-        else:
-            a, b = layer.lora_A.detach().float().cpu(), layer.lora_B.detach().float().cpu()
-            a = z[:, None] * a if layer.mode == "diag" else z @ a
-        out[m.name] = (a.contiguous(), b.contiguous())
+        a, b = model.base.get_submodule(m.name).folded_factors(per_module[m.name])
+        out[m.name] = (a.cpu().contiguous(), b.cpu().contiguous())
     return out
 
 

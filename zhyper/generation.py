@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -15,7 +16,18 @@ def _as_list(value, n: int | None, argument: str) -> list[str]:
     values = list(value)
     if n is not None and len(values) != n:
         raise ValueError(f"{argument}: expected one per prompt ({n}), got {len(values)}")
+    if not values:
+        raise ValueError(f"{argument}: expected at least one, got an empty list")
     return values
+
+
+def rows_per_input(gen_kwargs: dict) -> int:
+    """How many rows HF's generate runs per input row: num_beams for beam search, else num_return_sequences."""
+    beams = int(gen_kwargs.get("num_beams", 1) or 1)
+    sequences = int(gen_kwargs.get("num_return_sequences", 1) or 1)
+    if sequences > beams > 1:
+        raise ValueError(f"num_return_sequences ({sequences}) must not exceed num_beams ({beams}) in beam search")
+    return beams if beams > 1 else sequences
 
 
 def _expand(modulation, k: int):
@@ -37,14 +49,19 @@ def format_prompts(tokenizer, prompts: Sequence[str], descriptions: Sequence[str
 
 
 @torch.no_grad()
-def generate(model, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
-             description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
-    """Decoded answers (new tokens only), row i conditioned on descriptions[i]; greedy unless told otherwise."""
-    tokenizer = model.tokenizer
+def generate_texts(lm, tokenizer, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
+                   description_in_prompt: bool = False, context=None, **gen_kwargs) -> list[str]:
+    """Decoded new tokens of ``lm.generate`` for chat-formatted ``prompts`` (greedy unless told otherwise).
+
+    ``context(descriptions, rows_per_input)`` may return a context manager to run generation in
+    (ZhyperModel uses it to set the per-row modulation). Returns ``len(prompts) * num_return_sequences``
+    answers, each input's sequences together.
+    """
     if tokenizer is None:
-        raise ValueError("generate needs a tokenizer: pass tokenizer= to ZhyperModel.from_base / from_pretrained")
+        raise ValueError("generate needs a tokenizer: pass tokenizer= when building or loading the model")
     prompts = _as_list(prompts, None, "prompts")
     descriptions = _as_list(descriptions, len(prompts), "descriptions")
+    k = rows_per_input(gen_kwargs)
     texts = format_prompts(tokenizer, prompts, descriptions, system, description_in_prompt)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues every row from its last real token
@@ -52,19 +69,29 @@ def generate(model, prompts: Sequence[str] | str, descriptions: Sequence[str] | 
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = side
-    device = next(iter(model.base.parameters())).device
-    batch = {k: v.to(device) for k, v in batch.items()}
+    device = next(iter(lm.parameters())).device
+    batch = {key: v.to(device) for key, v in batch.items()}
     gen_kwargs.setdefault("do_sample", False)
     gen_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
-    k = int(gen_kwargs.get("num_beams", 1) or 1) * int(gen_kwargs.get("num_return_sequences", 1) or 1)
-    modulation = _expand(model.modulation_for(descriptions), k)
-    was_training = model.training
-    model.eval()
+    was_training = lm.training
+    lm.eval()
     try:
-        with modulate(model.base, model.layout, modulation):
-            out = model.base.generate(**batch, **gen_kwargs)
+        with (context(descriptions, k) if context is not None else nullcontext()):
+            out = lm.generate(**batch, **gen_kwargs)
     finally:
-        model.train(was_training)
+        lm.train(was_training)
     new = out[:, batch["input_ids"].shape[1]:]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def generate(model, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
+             description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
+    """A ZhyperModel's answers: row i conditioned on descriptions[i] through the hypernetwork."""
+
+    def modulated(descs, k):
+        return modulate(model.base, model.layout, _expand(model.modulation_for(descs), k))
+
+    return generate_texts(model.base, model.tokenizer, prompts, descriptions, system=system,
+                          description_in_prompt=description_in_prompt, context=modulated, **gen_kwargs)

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from zhyper.config import ZhyperConfig
-from zhyper.hyper.hypernet import HyperNetConfig, HyperNetwork
-from zhyper.layers.inject import AdapterLayout, inject_zlinear, modulate
+from zhyper.hyper.hypernet import HyperNetwork
+from zhyper.layers.inject import AdapterLayout, adapters_disabled, inject_zlinear, modulate
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,7 @@ class ZhyperModel(nn.Module):
             from zhyper.hyper.encoder import ContextEncoder
 
             context_dim = ContextEncoder(config.encoder, pooling=config.encoder_pooling).dim
-        hcfg = HyperNetConfig.from_layout(layout, context_dim, mode=config.mode, rank=config.rank,
-                                          latent_dim=config.latent_dim, head_in=config.head_in,
-                                          n_blocks=config.n_blocks, mlp_ratio=config.mlp_ratio,
-                                          dropout=config.hyper_dropout, z_init=config.z_init,
-                                          contrast=config.uses_contrast())
+        hcfg = config.hypernet_config(layout, context_dim)
         device = next(iter(base.parameters())).device
         hypernet = HyperNetwork(hcfg).to(device)
         logger.info("Zhyper %s r=%d on %d modules (%d layers x %s); hypernetwork %d parameters", config.mode,
@@ -100,13 +97,13 @@ class ZhyperModel(nn.Module):
     def from_pretrained(cls, folder: str | os.PathLike, base_model=None, dtype: torch.dtype | None = None,
                         tokenizer=None) -> "ZhyperModel":
         """Load a ``save_pretrained`` folder onto ``base_model`` (default: the recorded base id)."""
-        from zhyper.checkpoint import load_checkpoint
+        from zhyper.pretrained import load_checkpoint
 
         return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically."""
-        from zhyper.checkpoint import save_checkpoint
+        from zhyper.pretrained import save_checkpoint
 
         return save_checkpoint(self, folder)
 
@@ -171,11 +168,22 @@ class ZhyperModel(nn.Module):
 
     @torch.no_grad()
     def modulation_for(self, descriptions: Sequence[str] | str):
-        """The hypernetwork's modulation for ``descriptions`` (one row each; eval-time, no grad)."""
+        """The hypernetwork's modulation for ``descriptions`` (one row each; eval mode, no grad)."""
         if isinstance(descriptions, str):
             descriptions = [descriptions]
         device = next(iter(self.hypernet.parameters())).device
-        return self.hypernet(self.encode_descriptions(descriptions).to(device))
+        was_training = self.hypernet.training
+        self.hypernet.eval()  # deterministic: no hypernetwork dropout in what is served or exported
+        try:
+            return self.hypernet(self.encode_descriptions(descriptions).to(device))
+        finally:
+            self.hypernet.train(was_training)
+
+    @contextmanager
+    def adapters_off(self) -> Iterator[None]:
+        """Run the plain base model inside the block (every ZLinear skips its update)."""
+        with adapters_disabled(self.base):
+            yield
 
     # ------------------------------------------------------------------ generation and export
     @torch.no_grad()

@@ -85,7 +85,7 @@ def test_errors_name_the_problem(askx, tmp_path):
     with pytest.raises(ValueError, match=r"cul_Mu/metadata.yaml: malformed YAML"):
         load_askx(tmp_path / "a", setting=AskXSetting(seen=("cul_Mu",)))
     meta.write_text("descriptions: []\nuser_prompt_template: '{question}'\nresponse_field: comment_body\n")
-    with pytest.raises(ValueError, match=r"cul_Mu/metadata.yaml: 'descriptions' must be a non-empty list"):
+    with pytest.raises(ValueError, match=r"cul_Mu/metadata.yaml: descriptions: expected a non-empty list"):
         load_askx(tmp_path / "a", setting=AskXSetting(seen=("cul_Mu",)))
     meta = tmp_path / "a" / "cultures" / "cul_Atlantis" / "metadata.yaml"
     meta.write_text(meta.read_text().replace("'{question}'", "'{question} ({flair})'"))

@@ -108,7 +108,7 @@ def test_bad_context_shape_names_expected_shape():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode="low"), "mode: expected one of"),
     (dict(z_init="zero"), "z_init: expected one of"),
-    (dict(rank=0), "rank: expected a positive int"),
+    (dict(rank=0), "rank: expected an int >= 1"),
     (dict(latent_dim=10), "latent_dim: expected a multiple of 4"),
     (dict(latent_dim=8), "latent_dim: expected a multiple of 4 and >= 16"),
     (dict(dropout=1.0), "dropout: expected a probability"),

@@ -40,7 +40,7 @@ def _env(tmp: Path) -> dict:
 def _train(out: Path, *overrides: str, ds: str = "zero3.json", resume: bool = False, launcher=None) -> Path:
     cmd = launcher or [DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port())]
     cmd = [*cmd, str(REPO / "launch" / "train.py"), "--ds_config", str(CONFIGS / ds),
-           "--config", str(CONFIGS / "cpu-tiny.yaml"), f"output_dir={out}", *overrides]
+           "--config", str(CONFIGS / "cpu-tiny.yaml"), f"output_dir={out}", "debug_outputs=true", *overrides]
     if resume:
         cmd.append("--resume")
     proc = subprocess.run(cmd, cwd=REPO, env=_env(out), capture_output=True, text=True, timeout=600)
@@ -87,10 +87,9 @@ import sys, torch
 from safetensors.torch import load_file
 from zhyper import ZhyperModel
 from zhyper.training.config import load_config
-sys.path.insert(0, {str(REPO / 'launch')!r})
-from train import build_base
+from zhyper.training.build import build_base, tokenizer_for
 cfg = load_config({str(CONFIGS / 'cpu-tiny.yaml')!r})
-base, tok, _ = build_base(cfg, {{}}, torch.float32)
+base, _ = build_base(cfg, {{}}, tokenizer_for(cfg))
 model = ZhyperModel.from_pretrained({str(zero3 / 'final')!r}, base_model=base).eval()
 probe = load_file({str(zero3 / 'probe.safetensors')!r})
 with torch.no_grad():

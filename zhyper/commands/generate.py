@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from safetensors.torch import save_file
 
-        from zhyper.checkpoint import atomic_folder
+        from zhyper.io import atomic_folder
 
         modulation = model.modulation_for([args.description])
         tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)

@@ -31,8 +31,8 @@ def format_table(rows, title: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from zhyper.config import ZhyperConfig
-    from zhyper.hyper.known_models import KNOWN_BASES, base_config
-    from zhyper.hyper.params import parameter_table
+    from zhyper.sizing.known_models import KNOWN_BASES, base_config
+    from zhyper.sizing.params import parameter_table
 
     targets = args.targets if args.targets == "all-linear" else [t for t in args.targets.split(",") if t]
     encoder = args.encoder or DEFAULT_ENCODER[args.base]

@@ -62,7 +62,8 @@ def _load_inputs(args):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from zhyper.theory.report import atomic_write_bytes, format_rows, format_slopes, plot, write_csv
+    from zhyper.io import atomic_write
+    from zhyper.theory.report import format_rows, format_slopes, plot, write_csv
     from zhyper.theory.verify import VerifyConfig, run_sweep, slopes
 
     keys = ("classes", "sweeps", "n_values", "r_values", "d_values", "base_n", "base_r", "base_d", "n_draws",
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if fitted:
         write_csv(out / "slopes.csv", fitted)
     plot(out / "rademacher.png", rows, title=f"empirical Rademacher complexity, {cfg.output} output, {source}")
-    atomic_write_bytes(out / "summary.txt", text.encode())
+    atomic_write(out / "summary.txt", text.encode())
     print(text)
     print(f"wrote {out / 'rademacher.csv'}, {out / 'slopes.csv'}, {out / 'rademacher.png'}, {out / 'summary.txt'}")
     return 1 if violated or (args.strict and off) else 0

@@ -28,6 +28,9 @@ class ContextData:
     descriptions: {seen context: [training descriptions]}.
     heldout_descriptions: {context: [held-out descriptions]}; an unseen context's are all of its.
     seen_contexts / unseen_contexts: disjoint context names, in a stable order.
+    paraphrases: {context: [held-out paraphrases]}, optional: descriptions written in other styles
+        than the training ones (longer, indirect, informal, with a typo, as a question), used only
+        to evaluate (never trained on, never used for model selection).
     """
 
     examples: "Dataset"
@@ -35,6 +38,7 @@ class ContextData:
     heldout_descriptions: dict[str, list[str]]
     seen_contexts: list[str]
     unseen_contexts: list[str]
+    paraphrases: dict[str, list[str]] = field(default_factory=dict)
     _split_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +55,10 @@ class ContextData:
         for c in self.unseen_contexts:
             if not self.heldout_descriptions.get(c):
                 raise ValueError(f"heldout_descriptions: unseen context {c!r} has no descriptions")
+        trained = {d for ds in self.descriptions.values() for d in ds}
+        overlap = sorted({p for ps in self.paraphrases.values() for p in ps} & trained)
+        if overlap:
+            raise ValueError(f"paraphrases: must never be trained on, but {overlap[:3]} are training descriptions")
         leaked = sorted(set(self.descriptions) & set(self.unseen_contexts))
         if leaked:
             raise ValueError(f"descriptions: unseen contexts {leaked} must not have training descriptions")
@@ -81,7 +89,8 @@ class ContextData:
         return type(self)(self.examples.select([i for i, c in enumerate(col) if c in keep]),
                           {c: list(self.descriptions[c]) for c in seen},
                           {c: list(d) for c, d in self.heldout_descriptions.items() if c in keep},
-                          seen, [c for c in self.unseen_contexts if c in keep])
+                          seen, [c for c in self.unseen_contexts if c in keep],
+                          {c: list(p) for c, p in self.paraphrases.items() if c in keep})
 
     def split(self, name: str) -> "Dataset":
         """The examples of one split ("train", "validation" or "unseen"), in their original order."""
@@ -114,15 +123,22 @@ def split_descriptions(descriptions: Sequence[str], heldout_fraction: float, see
     return [d for i, d in enumerate(unique) if i not in held], [d for i, d in enumerate(unique) if i in held]
 
 
-def check_descriptions(value: object, source: str) -> list[str]:
-    """Validate a YAML 'descriptions' entry: a non-empty list of non-empty strings."""
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{source}: 'descriptions' must be a non-empty list of strings, "
-                         f"got {type(value).__name__} {str(value)[:80]!r}")
-    bad = [i for i, d in enumerate(value) if not isinstance(d, str) or not d.strip()]
-    if bad:
-        raise ValueError(f"{source}: 'descriptions' entries {bad[:5]} are empty or not strings")
-    return [d.strip() for d in value]
+def check_descriptions(value: object, argument: str = "descriptions", non_empty: bool = False) -> list[str]:
+    """A list of non-empty description strings, or an error naming ``argument`` and the bad entry.
+
+    TypeError for something that is not a list of strings; ValueError for an empty string (and for
+    an empty list when ``non_empty``). Entries are returned as given.
+    """
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(f"{argument}: expected a list of strings, got {type(value).__name__} {str(value)[:80]!r}")
+    if non_empty and not value:
+        raise ValueError(f"{argument}: expected a non-empty list of descriptions, got an empty list")
+    for i, d in enumerate(value):
+        if not isinstance(d, str):
+            raise TypeError(f"{argument}[{i}]: expected a string, got {type(d).__name__} ({d!r})")
+        if not d.strip():
+            raise ValueError(f"{argument}[{i}]: expected a non-empty description, got {d!r}")
+    return list(value)
 
 
 def positional_split(n: int, train_fraction: float) -> int:

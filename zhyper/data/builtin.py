@@ -1,8 +1,9 @@
 """The built-in conditioning suite: formatting-rule contexts written by the project, shipped in the package.
 
 Content (hand-written, no third-party text): ``builtin_prompts.yaml`` (80 prompts, each with a
-one-sentence base answer) and ``builtin_contexts.yaml`` (29 contexts x 16 descriptions; 5 marked
-unseen). A context's response to a prompt is its rule (``rules.RULES``) applied to the base
+one-sentence base answer), ``builtin_contexts.yaml`` (29 contexts x 16 descriptions; 5 marked
+unseen) and ``builtin_paraphrases.yaml`` (10 held-out paraphrases per context, in other styles:
+longer, indirect, informal, with a typo, as a question; evaluation only). A context's response to a prompt is its rule (``rules.RULES``) applied to the base
 answer, so every target is exactly compliant and ``score`` measures conditioning as accuracy.
 
 Splits: seen contexts share the same ``n_validation`` validation prompts (drawn with ``seed``)
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 PROMPTS_FILE = "builtin_prompts.yaml"
 CONTEXTS_FILE = "builtin_contexts.yaml"
+PARAPHRASES_FILE = "builtin_paraphrases.yaml"
 
 
 @lru_cache(maxsize=1)
@@ -37,11 +39,24 @@ def _content() -> tuple[tuple[tuple[str, str], ...], dict[str, tuple[bool, tuple
     prompts = yaml.safe_load(root.joinpath(PROMPTS_FILE).read_text(encoding="utf-8"))
     contexts = yaml.safe_load(root.joinpath(CONTEXTS_FILE).read_text(encoding="utf-8"))
     pairs = tuple((str(p["prompt"]), str(p["answer"])) for p in prompts)
-    table = {name: (bool(spec["unseen"]), tuple(check_descriptions(spec["descriptions"], f"{CONTEXTS_FILE}:{name}")))
+    table = {name: (bool(spec["unseen"]), tuple(d.strip() for d in check_descriptions(
+                 spec["descriptions"], f"{CONTEXTS_FILE}:{name}: descriptions", non_empty=True)))
              for name, spec in contexts.items()}
     if set(table) != set(RULES):
         raise AssertionError(f"{CONTEXTS_FILE} and rules.RULES disagree: {sorted(set(table) ^ set(RULES))}")
     return pairs, table
+
+
+@lru_cache(maxsize=1)
+def paraphrases() -> dict[str, tuple[str, ...]]:
+    """{context: held-out paraphrases} from ``builtin_paraphrases.yaml`` (10 per rule; evaluation only)."""
+    import yaml
+
+    raw = yaml.safe_load(resources.files("zhyper.data").joinpath(PARAPHRASES_FILE).read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or set(raw) != set(RULES):
+        raise AssertionError(f"{PARAPHRASES_FILE} and rules.RULES disagree: {sorted(set(raw or {}) ^ set(RULES))}")
+    return {name: tuple(d.strip() for d in check_descriptions(items, f"{PARAPHRASES_FILE}:{name}", non_empty=True))
+            for name, items in raw.items()}
 
 
 @dataclass
@@ -115,4 +130,6 @@ def builtin_suite(seed: int = 0, n_validation: int = 8, heldout_fraction: float 
         heldout[name] = list(table[name][1])
     logger.debug("builtin suite: %d seen, %d unseen contexts, %d prompts", len(seen_names), len(unseen_names),
                  len(pairs))
-    return BuiltinSuite(Dataset.from_dict(cols), descriptions, heldout, seen_names, unseen_names)
+    para = paraphrases()
+    return BuiltinSuite(Dataset.from_dict(cols), descriptions, heldout, seen_names, unseen_names,
+                        {name: list(para[name]) for name in names})

@@ -6,7 +6,7 @@ The text is tokenised in one call with ``add_special_tokens=False`` (the templat
 its special tokens), so the prompt's ids are exactly what ``generate`` sees for
 ``tokenizer(format_prompt(...), add_special_tokens=False)``.
 
-Labels are -100 everywhere except the response and end-of-turn tokens. When a sequence exceeds
+Labels are IGNORE_INDEX (-100) everywhere except the response and end-of-turn tokens. When a sequence exceeds
 ``max_length``, tokens are removed, in this order: from the end of the user prompt body down to
 its first ``min_prompt_tokens``; from the end of the response down to one token; from the rest of
 the prompt body. The template (its start, the system message, a description placed in the prompt,
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 _SENTINEL = "\u2063zhyper-body\u2063"
+IGNORE_INDEX = -100  # labels of tokens outside the response (PyTorch's cross-entropy default)
 
 
 def _user_content(prompt: str, description: str | None, description_in_prompt: bool) -> tuple[str, int]:
@@ -55,7 +56,7 @@ def format_prompt(tokenizer: Any, prompt: str, system: str = "", description: st
 class ChatCollator:
     """Turns features ``{prompt, response, description, system?}`` into a right-padded batch.
 
-    Returns input_ids (b, t) long, attention_mask (b, t) long, labels (b, t) long with -100 off
+    Returns input_ids (b, t) long, attention_mask (b, t) long, labels (b, t) long with IGNORE_INDEX off
     the response, and descriptions: list[str] (b) for the hypernetwork. t = longest sequence
     (<= max_length).
     """
@@ -121,7 +122,7 @@ class ChatCollator:
                 for i, (ids, offsets, span) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], spans))]
         t = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), t), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), t), -100, dtype=torch.long)
+        labels = torch.full((len(rows), t), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(rows), t), dtype=torch.long)
         for b, (ids, lab) in enumerate(rows):
             input_ids[b, :len(ids)] = torch.tensor(ids)
@@ -151,4 +152,4 @@ class ChatCollator:
             keep = [j for j in range(len(ids)) if j not in drop]
             ids = [ids[j] for j in keep]
             is_answer = [is_answer[j] for j in keep]
-        return ids, [tok if a else -100 for tok, a in zip(ids, is_answer)]
+        return ids, [tok if a else IGNORE_INDEX for tok, a in zip(ids, is_answer)]

@@ -56,7 +56,8 @@ class TaskSpec:
         if not raw["response_field"]:
             raise ValueError(f"{path}: 'response_field' must be a non-empty string")
         template_fields(raw["user_prompt_template"], str(path))
-        return cls(source=str(path), descriptions=tuple(check_descriptions(raw["descriptions"], str(path))),
+        return cls(source=str(path), descriptions=tuple(
+            d.strip() for d in check_descriptions(raw["descriptions"], f"{path}: descriptions", non_empty=True)),
                    user_prompt_template=raw["user_prompt_template"], response_field=raw["response_field"],
                    system_message=raw.get("system_message") or "", assistant_prefill=raw.get("assistant_prefill") or "",
                    assistant_postfill=raw.get("assistant_postfill") or "", ds_kwargs=dict(raw.get("ds_kwargs") or {}),

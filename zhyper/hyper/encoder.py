@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from zhyper.config import KNOWN_ENCODER_DIMS, POOLINGS
+from zhyper.data.base import check_descriptions
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +34,6 @@ def clear_cache() -> None:
     """Forget every cached embedding (the loaded models stay)."""
     with _LOCK:
         _CACHE.clear()
-
-
-def check_descriptions(descriptions: Sequence[str], argument: str = "descriptions") -> list[str]:
-    """A list of non-empty strings, or a ValueError/TypeError naming the bad entry."""
-    if isinstance(descriptions, str) or not isinstance(descriptions, Sequence):
-        raise TypeError(f"{argument}: expected a list of strings, got {type(descriptions).__name__}")
-    out = []
-    for i, d in enumerate(descriptions):
-        if not isinstance(d, str):
-            raise TypeError(f"{argument}[{i}]: expected a string, got {type(d).__name__} ({d!r})")
-        if not d.strip():
-            raise ValueError(f"{argument}[{i}]: expected a non-empty description, got {d!r}")
-        out.append(d)
-    return out
 
 
 def _resolve_path(name: str) -> str:

@@ -49,10 +49,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from zhyper.config import check_hypernet_fields, check_int
 from zhyper.layers.zlinear import init_lora_a_, modulation_shape
-
-MODES = ("diag", "square", "full")
-Z_INITS = ("identity", "paper")
 
 
 @dataclass(frozen=True)
@@ -74,21 +72,10 @@ class HyperNetConfig:
     contrast: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
-        if self.z_init not in Z_INITS:
-            raise ValueError(f"z_init: expected one of {Z_INITS}, got {self.z_init!r}")
-        for name in ("context_dim", "n_layers", "rank", "latent_dim", "head_in", "mlp_ratio"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if not isinstance(self.n_blocks, int) or self.n_blocks < 0:
-            raise ValueError(f"n_blocks: expected an int >= 0, got {self.n_blocks!r}")
-        if self.latent_dim % 4 or self.latent_dim < 16:
-            raise ValueError(f"latent_dim: expected a multiple of 4 and >= 16 (LayerNorm over an embedding of "
-                             f"latent/4 < 4 features is degenerate), got {self.latent_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        check_hypernet_fields(self.mode, self.z_init, self.rank, self.latent_dim, self.head_in, self.n_blocks,
+                              self.mlp_ratio, self.dropout)
+        check_int("context_dim", self.context_dim, 1)
+        check_int("n_layers", self.n_layers, 1)
         if not isinstance(self.contrast, bool):
             raise TypeError(f"contrast: expected a bool, got {type(self.contrast).__name__}")
         if self.contrast and (self.mode == "full" or self.z_init != "identity"):

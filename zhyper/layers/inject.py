@@ -67,6 +67,43 @@ class AdapterLayout:
             raise ValueError(f"module type {module_type!r} has modulation shapes {sorted(shapes)}; expected one")
         return shapes.pop()
 
+    def slices(self, modulation) -> list[torch.Tensor]:
+        """Each module's part of a modulation, in layout order: (batch, *modulation_shape) each.
+
+        ``modulation``: a tensor (batch, n_layers, n_types, *shape), a mapping {module_type:
+        (batch, n_layers, *shape)} (types whose shapes differ, e.g. full mode), or a mapping
+        {module name: (batch, *shape)}.
+        """
+        if isinstance(modulation, torch.Tensor):
+            grid = (self.n_layers, len(self.module_types))
+            lead = modulation.shape[1:3] if modulation.dim() >= 3 else None
+            if lead is None or tuple(lead) != grid:
+                raise ValueError(f"modulation tensor has shape {tuple(modulation.shape)}; expected "
+                                 f"(batch, {grid[0]}, {grid[1]}, *modulation_shape) for {grid[0]} layers x "
+                                 f"types {list(self.module_types)}")
+            return [modulation[:, m.layer_index, m.type_index] for m in self.modules]
+        if isinstance(modulation, Mapping):
+            unknown = set(modulation) - {m.name for m in self.modules} - set(self.module_types)
+            if unknown:
+                raise ValueError(f"modulation mapping has keys {sorted(unknown)[:8]} that are neither an adapted "
+                                 f"module name nor a module type {list(self.module_types)}")
+            out = []
+            for m in self.modules:
+                if m.name in modulation:
+                    out.append(modulation[m.name])
+                elif m.module_type in modulation:
+                    out.append(modulation[m.module_type][:, m.layer_index])
+                else:
+                    raise ValueError(f"modulation mapping has no entry for {m.name!r} nor its type "
+                                     f"{m.module_type!r}; keys given: {sorted(modulation)[:8]}")
+            return out
+        raise TypeError(f"modulation must be a tensor (batch, n_layers, n_types, ...) or a mapping, "
+                        f"got {type(modulation).__name__}")
+
+    def module_modulations(self, modulation, row: int = 0) -> dict[str, torch.Tensor]:
+        """{module name: its modulation (``modulation_shape``)} for batch row ``row``."""
+        return {m.name: z[row] for m, z in zip(self.modules, self.slices(modulation))}
+
     def features_of(self, module_type: str) -> tuple[int, int]:
         """(in_features, out_features) of one module type."""
         feats = {(m.in_features, m.out_features) for m in self.modules if m.module_type == module_type}
@@ -173,34 +210,6 @@ def zlinear_modules(model: nn.Module, layout: AdapterLayout) -> list[ZLinear]:
     return [model.get_submodule(m.name) for m in layout]
 
 
-def _slices(layout: AdapterLayout, modulation) -> list[torch.Tensor]:
-    if isinstance(modulation, torch.Tensor):
-        grid = (layout.n_layers, len(layout.module_types))
-        lead = modulation.shape[1:3] if modulation.dim() >= 3 else None
-        if lead is None or tuple(lead) != grid:
-            raise ValueError(f"modulation tensor has shape {tuple(modulation.shape)}; expected "
-                             f"(batch, {grid[0]}, {grid[1]}, *modulation_shape) for {grid[0]} layers x "
-                             f"types {list(layout.module_types)}")
-        return [modulation[:, m.layer_index, m.type_index] for m in layout]
-    if isinstance(modulation, Mapping):
-        unknown = set(modulation) - {m.name for m in layout} - set(layout.module_types)
-        if unknown:
-            raise ValueError(f"modulation mapping has keys {sorted(unknown)[:8]} that are neither an adapted "
-                             f"module name nor a module type {list(layout.module_types)}")
-        out = []
-        for m in layout:
-            if m.name in modulation:
-                out.append(modulation[m.name])
-            elif m.module_type in modulation:
-                out.append(modulation[m.module_type][:, m.layer_index])
-            else:
-                raise ValueError(f"modulation mapping has no entry for {m.name!r} nor its type {m.module_type!r}; "
-                                 f"keys given: {sorted(modulation)[:8]}")
-        return out
-    raise TypeError(f"modulation must be a tensor (batch, n_layers, n_types, ...) or a mapping, "
-                    f"got {type(modulation).__name__}")
-
-
 @contextmanager
 def modulate(model: nn.Module, layout: AdapterLayout, modulation) -> Iterator[None]:
     """Give every adapted layer its modulation for the block; restored on exit, even on error.
@@ -210,15 +219,15 @@ def modulate(model: nn.Module, layout: AdapterLayout, modulation) -> Iterator[No
     mode), or a mapping ``{module name: (batch, *shape)}``.
     """
     layers = zlinear_modules(model, layout)
-    slices = _slices(layout, modulation)
-    previous = [layer._modulation for layer in layers]
+    slices = layout.slices(modulation)
+    previous = [layer.modulation for layer in layers]
     try:
         for layer, z in zip(layers, slices):
-            layer._modulation = z
+            layer.modulation = z
         yield
     finally:
         for layer, z in zip(layers, previous):
-            layer._modulation = z
+            layer.modulation = z
 
 
 @contextmanager

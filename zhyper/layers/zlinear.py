@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lowrank import modulated_lowrank
+from zhyper.config import MODES
 
-MODES = ("diag", "square", "full")
+from .lowrank import modulated_lowrank
 
 
 def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
@@ -227,11 +227,22 @@ class ZLinear(nn.Module):
                              f"{x.shape[0] if x.dim() >= 2 else 'none (x is 1-D)'} (x has shape {tuple(x.shape)})")
         return z.to(adt)
 
+    @property
+    def modulation(self) -> torch.Tensor | None:
+        """The modulation used when ``forward`` gets none (None: must be passed per call)."""
+        return self._modulation
+
+    @modulation.setter
+    def modulation(self, value: torch.Tensor | None) -> None:
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"modulation must be a torch.Tensor or None, got {type(value).__name__}")
+        self._modulation = value
+
     @contextmanager
     def modulated(self, modulation: torch.Tensor) -> Iterator["ZLinear"]:
         """Set the modulation for every forward inside the block; restored on exit, even on error."""
         previous = self._modulation
-        self._modulation = modulation
+        self.modulation = modulation
         try:
             yield self
         finally:
@@ -239,17 +250,25 @@ class ZLinear(nn.Module):
 
     # ------------------------------------------------------------------ merge
     @torch.no_grad()
-    def delta_weight(self, modulation: torch.Tensor) -> torch.Tensor:
-        """ΔW (out, in) in fp32 for one context's modulation (shape ``modulation_shape``)."""
+    def folded_factors(self, modulation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A' (r, in), B' (out, r)) in fp32 with one context's modulation folded in: ΔW = s · B' · A'.
+
+        diag: A' = diag(z) · A, B' = B; square: A' = Z · A, B' = B; full: the generated A_c, B_c.
+        This is what a PEFT LoRA adapter stores for the context (same r, alpha and scaling).
+        """
         if tuple(modulation.shape) != self.modulation_shape:
-            raise ValueError(f"delta_weight takes one context's modulation of shape {self.modulation_shape}, "
-                             f"got {tuple(modulation.shape)}")
+            raise ValueError(f"merge, delta_weight and export take one context's modulation of shape "
+                             f"{self.modulation_shape}, got {tuple(modulation.shape)}")
         z = modulation.detach().float()
         if self.mode == "full":
-            a, b = split_full(z, self.rank, self.in_features, self.out_features)
-        else:
-            a, b = self.lora_A.detach().float(), self.lora_B.detach().float()
-            b = b * z if self.mode == "diag" else b @ z
+            return split_full(z, self.rank, self.in_features, self.out_features)
+        a, b = self.lora_A.detach().float().to(z.device), self.lora_B.detach().float().to(z.device)
+        return (z[:, None] * a if self.mode == "diag" else z @ a), b
+
+    @torch.no_grad()
+    def delta_weight(self, modulation: torch.Tensor) -> torch.Tensor:
+        """ΔW (out, in) in fp32 for one context's modulation (shape ``modulation_shape``)."""
+        a, b = self.folded_factors(modulation)
         return self.scaling * (b @ a)
 
     @torch.no_grad()

@@ -5,23 +5,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
-import tempfile
 from pathlib import Path
 
+from zhyper.io import atomic_write
+
 from .verify import SWEEPS, Row, Slope
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _csv_bytes(items) -> bytes:
@@ -38,7 +26,7 @@ def write_csv(path: Path, items: list) -> Path:
     """One row per dataclass item (``Row`` or ``Slope``), header from the field names."""
     if not items:
         raise ValueError(f"nothing to write to {path}: no rows")
-    atomic_write_bytes(Path(path), _csv_bytes(items))
+    atomic_write(Path(path), _csv_bytes(items))
     return Path(path)
 
 
@@ -106,5 +94,5 @@ def plot(path: Path, rows: list[Row], title: str = "") -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write(Path(path), buf.getvalue())
     return Path(path)

@@ -1,31 +1,63 @@
-"""The run configuration of ``launch/train.py``: typed, validated, loaded from YAML + overrides.
+"""The run configuration of ``launch/train.py``: typed dataclasses, loaded with OmegaConf from YAML + overrides.
 
 A run YAML has the sections below (every field optional; defaults in the dataclasses)::
 
+    method: zhyper                 # zhyper | lora (the multi-task LoRA baseline, same loop and data)
     base_model: smollm2            # "smollm2" (shipped), "tiny-llama" (random, tests), a path or hub id
-    model: {mode: diag, rank: 8, ...}   # passed to zhyper.ZhyperConfig (validated there)
+    model: {mode: diag, rank: 8, ...}   # a zhyper.ZhyperConfig (validated there)
     data:  {source: builtin, n_contexts: 8, k: 1, ...}
     train: {max_steps: 300, lr: 1e-3, ...}
     eval:  {every: 50, ...}
     output_dir: runs/default
 
-Command-line overrides use dotted keys: ``train.lr=5e-4 data.k=2 model.rank=4``. Unknown keys
-are errors that name the key and list the known ones.
+Command-line overrides use dotted keys: ``train.lr=5e-4 data.k=2 model.rank=4``. OmegaConf merges
+them into the structured config and converts types (``"5e-4"`` becomes a float; ``true`` is not
+a number). Unknown keys and wrong types are ValueErrors that name the key, what was given and
+what is expected; every section validates its values on construction (``__post_init__``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from zhyper.config import ZhyperConfig
+
+METHODS = ("zhyper", "lora")
+SOURCES = ("builtin", "askx", "tasks")
+
+
+def _finite(where: str, value: float, low: float | None = None, positive: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{where} must be positive, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{where} must be >= {low}, got {value!r}")
+
+
+@dataclass
+class TinyConfig:
+    """Sizes of the random ``tiny-llama`` base (tests)."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+
+    def __post_init__(self):
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"tiny.{f.name} must be positive, got {getattr(self, f.name)}")
 
 
 @dataclass
 class DataConfig:
     source: str = field(default="builtin", metadata={"help": "builtin | askx | tasks"})
     path: str | None = field(default=None, metadata={"help": "data folder for askx / tasks"})
-    setting: str = field(default="countries", metadata={"help": "askx seen/unseen setting: countries | regions"})
+    setting: str = field(default="countries", metadata={"help": "askx seen/unseen setting: countries | regions | "
+                                                                 "both (every present culture seen)"})
     data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "tasks: {task: local file}"})
     drop_system_message: bool = field(default=True, metadata={
         "help": "askx: drop the culture-naming system message (it leaks the context into the prompt)"})
@@ -36,18 +68,28 @@ class DataConfig:
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompt body truncated first)"})
     description_in_prompt: bool = field(default=False, metadata={
         "help": "also put the description in the prompt (the prompting baseline); off: hypernetwork only"})
+    null_context: bool = field(default=False, metadata={
+        "help": "add a 'no context' pseudo-context: random strings and unrelated sentences as descriptions, the "
+                "plain answer as target (built-in suite; teaches that a non-instruction changes nothing)"})
+    augment: int = field(default=0, metadata={
+        "help": "generic rewordings added per training description (case, punctuation, frames, typos)"})
     seed: int = 0
 
     def __post_init__(self):
-        if self.source not in ("builtin", "askx", "tasks"):
-            raise ValueError(f"data.source must be builtin, askx or tasks, got {self.source!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {list(SOURCES)}, got {self.source!r}")
         if self.source in ("askx", "tasks") and not self.path:
             raise ValueError(f"data.path is required for data.source={self.source!r}")
-        if not isinstance(self.contexts, list) or not all(isinstance(c, str) and c for c in self.contexts):
-            raise ValueError(f"data.contexts must be a list of context names, got {self.contexts!r}")
+        if not all(isinstance(c, str) and c for c in self.contexts):
+            raise ValueError(f"data.contexts must be a list of context names, got {list(self.contexts)!r}")
         for name in ("n_contexts", "k", "max_length"):
-            if int(getattr(self, name)) <= 0:
+            if getattr(self, name) <= 0:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)!r}")
+        if self.augment < 0:
+            raise ValueError(f"data.augment must be >= 0, got {self.augment}")
+        if self.null_context and self.source != "builtin":
+            raise ValueError("data.null_context needs a plain answer for every prompt, which only the built-in "
+                             f"suite has; data.source is {self.source!r}")
 
 
 @dataclass
@@ -59,12 +101,16 @@ class OptimConfig:
         "help": "learning rate of the hypernetwork relative to train.lr (the shared A/B use train.lr)"})
     center_contexts: bool = field(default=True, metadata={
         "help": "centre the hypernetwork's input on the mean embedding of the training descriptions"})
+    embedding_noise: float = field(default=0.0, metadata={
+        "help": "std of Gaussian noise added to description embeddings in training (0: off)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up fraction, then linear decay to 0"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient clipping (DeepSpeed); 0 disables"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing (paper extra; off)"})
     modulation_l2: float = field(default=0.0, metadata={
         "help": "L2 on the generated modulation's deviation from its initial value (paper extra; off)"})
     neftune_alpha: float = field(default=0.0, metadata={"help": "NEFTune embedding noise alpha (paper extra; off)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the base model's activations in backward (HF non-reentrant checkpointing)"})
     checkpoint_every: int = field(default=0, metadata={"help": "DeepSpeed checkpoint every N steps (0: only at end)"})
     log_every: int = field(default=1, metadata={"help": "steps between metric flushes to MLflow"})
     stop_after: int = field(default=0, metadata={
@@ -74,17 +120,21 @@ class OptimConfig:
     def __post_init__(self):
         if self.max_steps <= 0:
             raise ValueError(f"train.max_steps must be positive, got {self.max_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
+        _finite("train.lr", self.lr, positive=True)
+        _finite("train.hypernet_lr_scale", self.hypernet_lr_scale, positive=True)
+        _finite("train.warmup_ratio", self.warmup_ratio, low=0.0)
+        if self.warmup_ratio >= 1.0:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0.0 <= self.label_smoothing < 1.0:
+        _finite("train.label_smoothing", self.label_smoothing, low=0.0)
+        if self.label_smoothing >= 1.0:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.hypernet_lr_scale <= 0:
-            raise ValueError(f"train.hypernet_lr_scale must be positive, got {self.hypernet_lr_scale}")
-        for name in ("modulation_l2", "neftune_alpha", "weight_decay", "grad_clip"):
+        for name in ("modulation_l2", "neftune_alpha", "weight_decay", "grad_clip", "embedding_noise"):
+            _finite(f"train.{name}", getattr(self, name), low=0.0)
+        for name in ("checkpoint_every", "log_every", "stop_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every == 0:
+            raise ValueError("train.log_every must be positive, got 0")
 
 
 @dataclass
@@ -92,24 +142,31 @@ class EvalConfig:
     every: int = field(default=100, metadata={"help": "validation losses every N steps (0: only at end)"})
     max_examples: int = field(default=64, metadata={"help": "validation examples per split (seen, unseen)"})
     batch_size: int = field(default=8, metadata={"help": "per-rank evaluation batch size"})
-    generate: bool = field(default=True, metadata={"help": "rule-compliance accuracy of generated answers at the end"})
-    generate_examples: int = field(default=48, metadata={"help": "prompts per condition for the accuracy table"})
+    generate: bool = field(default=True, metadata={"help": "rule compliance of greedy answers at the end (built-in)"})
+    prompts: int = field(default=8, metadata={"help": "validation prompts asked under every condition and rule"})
+    paraphrases_per_prompt: int = field(default=2, metadata={"help": "held-out paraphrases per prompt and rule"})
+    controls: int = field(default=16, metadata={"help": "answers under random strings / unrelated sentences"})
+    generate_batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
     max_new_tokens: int = 48
 
     def __post_init__(self):
-        if self.every < 0 or self.max_examples <= 0 or self.batch_size <= 0 or self.generate_examples <= 0:
-            raise ValueError("eval.every must be >= 0; eval.max_examples, eval.batch_size and "
-                             "eval.generate_examples must be positive")
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0, got {self.every}")
+        for name in ("max_examples", "batch_size", "prompts", "paraphrases_per_prompt", "controls",
+                     "generate_batch_size", "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"eval.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
 class RunConfig:
+    method: str = field(default="zhyper", metadata={
+        "help": "zhyper (hypernetwork) | lora (multi-task PEFT LoRA, the baseline; same loop and data)"})
     base_model: str = field(default="smollm2", metadata={
         "help": "smollm2 (shipped SmolLM2-135M-Instruct), tiny-llama (random, tests), or a path / hub id"})
     base_revision: str | None = None
-    tiny: dict[str, int] = field(default_factory=lambda: {"hidden_size": 64, "num_hidden_layers": 2}, metadata={
-        "help": "sizes of the random tiny-llama"})
-    model: dict[str, Any] = field(default_factory=dict, metadata={"help": "zhyper.ZhyperConfig fields"})
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    model: ZhyperConfig = field(default_factory=ZhyperConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -118,85 +175,78 @@ class RunConfig:
     tracking_uri: str | None = field(default=None, metadata={
         "help": "MLflow URI; default $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db"})
     run_name: str | None = None
+    debug_outputs: bool = field(default=False, metadata={
+        "help": "also write partition_rank*.json and probe.safetensors (what the engine tests compare)"})
 
-    def zhyper_config(self):
-        """The model section as a validated ZhyperConfig (unknown fields are errors)."""
-        from zhyper.config import ZhyperConfig
-
-        known = {f.name for f in dataclasses.fields(ZhyperConfig)}
-        unknown = sorted(set(self.model) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) model.{unknown[0]} in the run config; known model keys: {sorted(known)}")
-        return ZhyperConfig(**self.model)
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "train": OptimConfig, "eval": EvalConfig}
+def _known(section: list[str]) -> list[str]:
+    """The field names of the config section at ``section`` (e.g. ["train"]), or of the top level."""
+    node: Any = RunConfig()
+    for part in section:
+        node = getattr(node, part, None)
+        if not is_dataclass(node):
+            return []
+    return [f.name for f in fields(node)]
 
 
-def _parse_value(text: str) -> Any:
-    import yaml
+def _readable(err: Exception) -> ValueError:
+    """An OmegaConf error as a ValueError naming the key, the value given and what is expected."""
+    import difflib
 
-    return yaml.safe_load(text) if text != "" else ""
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    key = getattr(err, "full_key", None) or ""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, ConfigKeyError):
+        parts = key.split(".")
+        known = _known(parts[:-1])
+        close = difflib.get_close_matches(parts[-1], known, n=2, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        return ValueError(f"unknown key '{key}' in the run config{hint}; known keys of "
+                          f"{'.'.join(parts[:-1]) or 'the top level'}: {known}")
+    if isinstance(err, ValidationError):
+        value = getattr(err, "value", None)
+        value = value._value() if hasattr(value, "_value") else value  # an OmegaConf node: its content
+        merge = re.match(r"Merge error: (\w+) is not a subclass of (\w+)\. value: (.*)", first)
+        if merge:
+            section = {type(getattr(RunConfig(), f.name)).__name__: f.name for f in fields(RunConfig)}
+            name = section.get(merge.group(2), merge.group(2))
+            return ValueError(f"{name}: expected a mapping (a section of the run config), got {merge.group(3)} "
+                              f"({merge.group(1)})")
+        if "is not a ListConfig" in first:
+            return ValueError(f"{key}: expected a list, got {value!r} ({type(value).__name__})")
+        if "is not a DictConfig" in first:
+            return ValueError(f"{key}: expected a mapping (a section), got {value!r} ({type(value).__name__})")
+        return ValueError(f"{key}: {first}" if key and key not in first else first)
+    return ValueError(first)
 
 
-def _coerce(where: str, given: dict, cls) -> dict:
-    """Numbers YAML reads as strings (PyYAML takes ``5e-4`` for a string) become the field's type."""
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
-    out = dict(given)
-    for key, value in given.items():
-        kind = types.get(key)
-        if isinstance(value, str) and kind in ("float", "int"):
-            try:
-                out[key] = float(value) if kind == "float" else int(value)
-            except ValueError:
-                raise ValueError(f"{where}{key} must be a number ({kind}), got {value!r}") from None
-        elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            out[key] = float(value)
-    return out
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """A RunConfig from a plain nested dict (as read from YAML) and ``key=value`` overrides; validates all."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-
-def _check_keys(where: str, given: dict, cls) -> None:
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in given:
-        if key not in known:
-            raise ValueError(f"unknown key {where}{key!r} in the run config; known keys: {known}")
-
-
-def build_config(raw: dict[str, Any]) -> RunConfig:
-    """A RunConfig from a plain nested dict (as read from YAML); validates every key."""
     if not isinstance(raw, dict):
         raise ValueError(f"a run config must be a mapping, got {type(raw).__name__}")
-    _check_keys("", raw, RunConfig)
-    kwargs = dict(raw)
-    for name, cls in _SECTIONS.items():
-        section = kwargs.get(name) or {}
-        if not isinstance(section, dict):
-            raise ValueError(f"run config section {name!r} must be a mapping, got {type(section).__name__}")
-        _check_keys(f"{name}.", section, cls)
-        kwargs[name] = cls(**_coerce(f"{name}.", section, cls))
-    cfg = RunConfig(**kwargs)
-    cfg.zhyper_config()  # validate the model section now, not after the base model has loaded
-    return cfg
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (values parsed as YAML scalars/lists) to a nested dict."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for item in overrides:
+    for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value (e.g. train.lr=5e-4)")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {key!r}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
-    return out
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(raw),
+                                 OmegaConf.from_dotlist(list(overrides or [])))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise _readable(err) from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(str(err)) from None
+    return cfg  # type: ignore[return-value]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -215,10 +265,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a run config must be a mapping at top level")
     try:
-        return build_config(apply_overrides(raw, overrides or []))
-    except (TypeError, ValueError) as err:
+        return build_config(raw, overrides)
+    except ValueError as err:
         where = f"{path}: " if path else ""
-        raise ValueError(f"{where}{err}") from err
+        raise ValueError(f"{where}{err}") from None
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

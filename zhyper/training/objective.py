@@ -7,13 +7,11 @@ same update as one batch of size k·b — the token-mean over each micro-batch w
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from zhyper.data.chat import IGNORE_INDEX
 
 
 def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
@@ -59,18 +57,22 @@ def modulation_penalty(modulation, mode: str, z_init: str) -> torch.Tensor:
 
 
 def add_neftune_noise(embedding: nn.Module, alpha: float):
-    """NEFTune (Jain et al., 2023): uniform noise of scale alpha/sqrt(t·d) on input embeddings.
+    """NEFTune (Jain et al., 2023) on the input embeddings, with transformers' own hook.
 
-    Registered once; active only while the model is in training mode. Returns the hook handle.
+    Uniform noise of scale alpha/sqrt(t·d), in training mode only; registered once. Returns the handle.
     """
+    from transformers.integrations.neftune import neftune_post_forward_hook
 
-    def hook(module, inputs, output):
-        if not module.training or alpha <= 0:
-            return output
-        scale = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
-        return output + torch.empty_like(output).uniform_(-scale, scale)
+    embedding.neftune_noise_alpha = alpha
+    return embedding.register_forward_hook(neftune_post_forward_hook)
 
-    return embedding.register_forward_hook(hook)
+
+def embedding_noise(embeddings: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Description embeddings plus Gaussian noise whose norm is about ``scale`` (per-dim std scale/sqrt(d))."""
+    if scale <= 0:
+        return embeddings
+    noise = torch.randn(embeddings.shape, generator=generator, dtype=torch.float32).to(embeddings)
+    return embeddings + noise * (scale / embeddings.shape[-1] ** 0.5)
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
@@ -96,13 +98,8 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     return out
 
 
-def warmup_decay(max_steps: int, warmup_ratio: float):
-    """LR multiplier: linear warm-up over warmup_ratio·max_steps, then linear decay to 0."""
-    warmup = max(1, int(round(warmup_ratio * max_steps))) if warmup_ratio > 0 else 0
+def lr_schedule(optimizer, max_steps: int, warmup_ratio: float):
+    """transformers' linear warm-up (over warmup_ratio·max_steps) then linear decay to 0, as a LambdaLR."""
+    from transformers import get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (max_steps - step) / max(1, max_steps - warmup))
-
-    return factor
+    return get_linear_schedule_with_warmup(optimizer, int(round(warmup_ratio * max_steps)), max_steps)

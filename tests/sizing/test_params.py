@@ -7,8 +7,8 @@ import pytest
 from tests.conftest import tiny_llama
 from tests.model_helpers import small_config
 from zhyper import ZhyperConfig, ZhyperModel, count_parameters
-from zhyper.hyper.known_models import base_config
-from zhyper.hyper.params import lora_parameters, parameter_table
+from zhyper.sizing.known_models import base_config
+from zhyper.sizing.params import lora_parameters, parameter_table
 
 
 def test_mistral_7b_matches_the_reference_counts():

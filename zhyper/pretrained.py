@@ -10,44 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
+
+from zhyper.io import atomic_folder
 
 CONFIG_FILE = "zhyper_config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-
-
-@contextmanager
-def atomic_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``out_dir`` in one rename.
-
-    A crash leaves either the old folder or the new one, never a half-written one. An existing
-    ``out_dir`` is moved aside first and deleted after the new one is in place.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)
-    try:
-        yield tmp
-        old = None
-        if out_dir.exists():
-            if not out_dir.is_dir():
-                raise NotADirectoryError(f"{out_dir} exists and is not a folder")
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def layout_record(layout) -> dict:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.model_helpers import perturb, small_config, tiny_chat_base
-from zhyper.training.evaluate import eval_items, example_losses, mean_loss, paired_gap
+from zhyper.evaluation.losses import eval_items, example_losses, mean_loss, paired_gap
 
 
 def _counts(n):
@@ -62,7 +62,7 @@ def scorer(tmp_path_factory):
 def test_wrong_items_pair_the_same_rows_with_another_context(scorer):
     *_, data = scorer
     right = eval_items(data, "validation", 12)
-    wrong = eval_items(data, "validation", 12, wrong=True)
+    wrong = eval_items(data, "validation", 12, description="wrong")
     assert [(r.prompt, r.response, r.context) for r in right] == [(w.prompt, w.response, w.context) for w in wrong]
     pool = {c: set(data.heldout_descriptions[c]) for c in data.heldout_descriptions}
     assert all(r.description in pool[r.context] for r in right)
@@ -79,14 +79,14 @@ def test_rank_shares_add_up_to_the_single_process_losses(scorer):
     assert (whole[1] > 0).all() and (parts[0][1] == 0).sum() == 3  # each item scored once
     assert mean_loss(forward, collator, encode, items, 0, 1, 3) == pytest.approx(
         float(whole[0].sum() / whole[1].sum()))
-    wrong = example_losses(forward, collator, encode, eval_items(data, "validation", 7, wrong=True), 0, 1, 3)
+    wrong = example_losses(forward, collator, encode, eval_items(data, "validation", 7, description="wrong"), 0, 1, 3)
     assert torch.equal(wrong[1], whole[1]) and not torch.allclose(wrong[0], whole[0])
 
 
 @pytest.mark.parametrize("gap, se, verdict", [(-0.03, 0.01, "clearly negative"), (-0.01, 0.01, "not distinguishable"),
                                               (0.05, 0.01, "clearly positive")])
 def test_describe_gap_uses_two_standard_errors(gap, se, verdict):
-    from zhyper.training.evaluate import describe_gap
+    from zhyper.evaluation.report import describe_gap
 
     text = describe_gap(gap, se)
     assert verdict in text and f"{gap:+.4f}" in text and f"{2 * se:.4f}" in text

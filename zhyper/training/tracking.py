@@ -1,8 +1,9 @@
 """MLflow tracking for training runs (rank 0 only; other ranks get a tracker that records nothing).
 
 MLflow 3 refuses the plain file store, so the default store is a SQLite file in the run's
-output folder (``sqlite:///<output_dir>/mlflow.db``). Metrics are buffered and sent in
-batches: one ``log_batch`` call costs about what one single ``log_metric`` call does.
+output folder (``sqlite:///<output_dir>/mlflow.db``). Metrics go through MLflow's own
+asynchronous logging (``log_batch(..., synchronous=False)``), which queues and batches them off the
+training thread; ``flush`` waits for the queue.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,11 @@ def default_tracking_uri(output_dir: str | Path) -> str:
 
 
 class Tracker:
-    """Buffers metrics and sends them to one MLflow run. ``active=False`` makes every call a no-op."""
+    """Sends params, metrics and artefacts to one MLflow run. ``active=False`` makes every call a no-op."""
 
     def __init__(self, active: bool, output_dir: str | Path, experiment: str = "zhyper",
                  tracking_uri: str | None = None, run_name: str | None = None, run_id: str | None = None):
         self.active = active
-        self._buffer: list[Any] = []
         self.run_id: str | None = None
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(output_dir)
         if not active:
@@ -56,21 +55,19 @@ class Tracker:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if not self.active:
+        if not self.active or not metrics:
             return
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()],
+                              synchronous=False)
 
     def flush(self) -> None:
-        if not self.active or not self._buffer:
-            return
-        for i in range(0, len(self._buffer), 1000):
-            self.client.log_batch(self.run_id, metrics=self._buffer[i:i + 1000])
-        self._buffer = []
+        if self.active:
+            self._mlflow.flush_async_logging()
 
     def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
         if not self.active:

@@ -16,18 +16,10 @@ from pathlib import Path
 
 import torch
 
+from zhyper.io import atomic_write
+
 log = logging.getLogger(__name__)
 LATEST = "latest"
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, rank: int) -> Path:
@@ -46,8 +38,8 @@ def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, rank: int)
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
-        write_atomic(ckpt_dir / LATEST, tag)
-        write_atomic(ckpt_dir / tag / "zhyper_state.json", json.dumps(client_state, indent=1))
+        atomic_write(ckpt_dir / LATEST, tag)
+        atomic_write(ckpt_dir / tag / "zhyper_state.json", json.dumps(client_state, indent=1))
     if dist.is_initialized():
         dist.barrier()
     log.info("saved DeepSpeed checkpoint %s", ckpt_dir / tag)
@@ -59,8 +51,8 @@ def latest_tag(ckpt_dir: str | Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def load(engine, ckpt_dir: str | Path, rank: int) -> dict:
-    """Load the checkpoint ``latest`` points at; restore this rank's RNG; return the client state."""
+def load(engine, ckpt_dir: str | Path, rank: int, sampler=None) -> dict:
+    """Load the checkpoint ``latest`` points at; restore this rank's RNG (and ``sampler``); return the client state."""
     from safetensors.torch import load_file
 
     tag = latest_tag(ckpt_dir)
@@ -73,5 +65,7 @@ def load(engine, ckpt_dir: str | Path, rank: int) -> dict:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
+    if sampler is not None:
+        sampler.load_state_dict(client_state["sampler"])
     log.info("resumed from %s", Path(ckpt_dir) / tag)
     return client_state

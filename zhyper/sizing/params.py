@@ -48,16 +48,14 @@ def count_parameters(config, base_config, context_dim: int | None = None) -> Par
 
     ``context_dim`` defaults to ``config.resolved_context_dim()`` (known encoders need no loading).
     """
-    from zhyper.hyper.hypernet import HyperNetConfig, HyperNetwork
+    from zhyper.hyper.hypernet import HyperNetwork
 
     d_c = context_dim if context_dim is not None else config.resolved_context_dim()
     if d_c is None:
         raise ValueError(f"context_dim: encoder {config.encoder!r} is not a known one; pass context_dim=")
     model, layout = _meta_injected(base_config, config)
     shared = sum(p.numel() for n, p in model.named_parameters() if n.endswith(("lora_A", "lora_B")))
-    hcfg = HyperNetConfig.from_layout(layout, d_c, mode=config.mode, rank=config.rank, latent_dim=config.latent_dim,
-                                      head_in=config.head_in, n_blocks=config.n_blocks, mlp_ratio=config.mlp_ratio,
-                                      dropout=config.hyper_dropout, z_init=config.z_init)
+    hcfg = config.hypernet_config(layout, d_c)
     with torch.device("meta"):
         hypernet = HyperNetwork(hcfg)
     return ParameterCount(config.mode, _numel(hypernet), shared)

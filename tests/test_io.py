@@ -1,0 +1,91 @@
+"""zhyper.io: atomic files and folders that keep what zhyper did not write, and the inter-process lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from zhyper.io import atomic_folder, atomic_write, file_lock, same_folder
+
+
+def test_atomic_write_replaces_the_whole_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "latest"
+    atomic_write(target, "step2")
+    atomic_write(target, b"step4")
+    assert target.read_text() == "step4"
+    assert [p.name for p in tmp_path.iterdir()] == ["latest"]
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "f"
+    atomic_write(target, "old")
+    import os
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_atomic_folder_keeps_files_it_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    (out / "model.safetensors").write_text("old weights")
+    with atomic_folder(out) as tmp:
+        (tmp / "model.safetensors").write_text("new weights")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "x.json").write_text("{}")
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert (out / "model.safetensors").read_text() == "new weights" and (out / "sub" / "x.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+
+
+def test_atomic_folder_error_changes_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("1")
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_folder(out) as tmp:
+            (tmp / "a").write_text("2")
+            raise RuntimeError("half-way")
+    assert (out / "a").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_folder_refuses_a_file_in_its_place(tmp_path):
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="is not a folder"):
+        with atomic_folder(tmp_path / "out"):
+            pass
+    assert (tmp_path / "out").read_text() == "a file"
+
+
+def test_same_folder_sees_through_links_and_nesting(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert same_folder(tmp_path / "a", tmp_path / "link")
+    assert same_folder(tmp_path / "a", tmp_path / "link" / "b")  # inside it
+    assert not same_folder(tmp_path / "a" / "b", tmp_path / "a")
+
+
+def test_file_lock_times_out_naming_the_lock_while_another_process_holds_it(tmp_path):
+    lock = tmp_path / "x.lock"
+    code = ("import sys, time; from zhyper.io import file_lock\n"
+            "with file_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match=r"x\.lock"):
+            with file_lock(lock, timeout=0.2, what="the test resource"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with file_lock(lock, timeout=5):  # released when its holder died
+        pass

@@ -1,0 +1,78 @@
+"""The multi-task LoRA baseline: one PEFT LoRA for every context, with the same interface as ZhyperModel.
+
+What Zhyper is compared against ("prompted multi-task LoRA"): a single PEFT LoRA (same targets,
+rank, alpha and dropout as the Zhyper run) trained on the mixture of every context's data by the
+same loop, with the description written in the prompt (``data.description_in_prompt``) or not at
+all. It has no hypernetwork: ``forward`` accepts ``context_embeddings`` and ignores them, so the
+training loop, the evaluation and the DeepSpeed engine treat both models alike.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from zhyper.config import ZhyperConfig
+
+
+class LoRABaseline(nn.Module):
+    """A PEFT LoRA model (``peft_model``) plus its tokenizer; descriptions reach it only through the prompt."""
+
+    def __init__(self, peft_model: nn.Module, config: ZhyperConfig, tokenizer=None, base_model_id: str | None = None):
+        super().__init__()
+        self.base = peft_model
+        self.config = config
+        self.tokenizer = tokenizer
+        self.base_model_id = base_model_id
+
+    @classmethod
+    def from_base(cls, base: nn.Module, config: ZhyperConfig, tokenizer=None) -> "LoRABaseline":
+        """Wrap ``base`` (frozen in place) in a PEFT LoRA with ``config``'s targets, rank, alpha, dropout."""
+        from peft import LoraConfig, get_peft_model
+
+        base.requires_grad_(False)
+        targets = config.target_modules
+        lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.rslora,
+                          target_modules=targets if isinstance(targets, str) else list(targets), bias="none",
+                          task_type="CAUSAL_LM")
+        name = getattr(getattr(base, "config", None), "_name_or_path", None) or None
+        return cls(get_peft_model(base, lora), config, tokenizer, name)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, context_embeddings: torch.Tensor | None = None, **kwargs):
+        """The LoRA model's output; ``context_embeddings`` is accepted and ignored (no hypernetwork)."""
+        out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        out.modulation = None
+        return out
+
+    @contextmanager
+    def adapters_off(self) -> Iterator[None]:
+        """Run the plain base model inside the block."""
+        with self.base.disable_adapter():
+            yield
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
+                 description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
+        """Answer ``prompts`` (chat template, left padding); a description is used only if put in the prompt."""
+        from zhyper.generation import generate_texts
+
+        return generate_texts(self.base, self.tokenizer, prompts, descriptions, system=system,
+                              description_in_prompt=description_in_prompt, **gen_kwargs)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """A standard PEFT adapter folder (adapter_config.json + adapter_model.safetensors), written atomically."""
+        from zhyper.io import atomic_folder
+
+        folder = Path(folder)
+        with atomic_folder(folder) as tmp:
+            self.base.save_pretrained(str(tmp))
+        return folder

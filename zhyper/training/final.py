@@ -1,0 +1,87 @@
+"""The end of a run: gather the trained tensors, write the checkpoint and a PEFT example on rank 0.
+
+Only the trained tensors are gathered (the hypernetwork and the shared A/B, or the LoRA factors:
+megabytes, not the base). Rank 0 puts them into the same model built on a weightless (meta)
+base and saves it, so the end of training never holds a second copy of the base model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+FINAL = "final"
+PEFT_EXAMPLE = "peft_example"
+
+
+def gather_trained(engine) -> dict[str, torch.Tensor]:
+    """{name: full fp32 tensor on the CPU} of every trained parameter (a collective: call on every rank),
+    plus the hypernetwork's buffers (never partitioned)."""
+    import deepspeed
+
+    out = {}
+    for name, p in engine.module.named_parameters():
+        if p.requires_grad:
+            full = deepspeed.utils.safe_get_full_fp32_param(p)  # the optimizer's fp32 master copy
+            if full is None:  # ZeRO stage 0 in fp32: the module holds the master weights
+                full = p.detach()
+            out[name] = full.detach().float().cpu().clone()
+    hypernet = getattr(engine.module, "hypernet", None)
+    if hypernet is not None:
+        out.update({f"hypernet.{n}": b.detach().float().cpu().clone() for n, b in hypernet.named_buffers()})
+    for name, t in out.items():
+        if not torch.isfinite(t).all():
+            raise FloatingPointError(f"trained tensor {name} holds NaN or inf; nothing is saved")
+    return out
+
+
+def write_final(cfg, tokenizer, tensors: dict[str, torch.Tensor], out_dir: Path, data) -> dict[str, Path]:
+    """Rank 0: ``<out>/final`` (zhyper checkpoint, or the LoRA adapter) and ``<out>/peft_example``."""
+    from zhyper.io import atomic_write
+    from zhyper.training.build import meta_model
+
+    model = meta_model(cfg, tokenizer, tensors)
+    final_dir = model.save_pretrained(out_dir / FINAL)
+    paths = {"checkpoint": final_dir}
+    if cfg.method == "zhyper":
+        context = data.seen_contexts[0]
+        description = (data.heldout_descriptions.get(context) or data.descriptions[context])[0]
+        example = model.export_peft(description, out_dir / PEFT_EXAMPLE)
+        atomic_write(example / "DESCRIPTION.txt", description + "\n")
+        paths["peft_example"] = example
+    log.info("wrote %s", ", ".join(f"{k} {v}" for k, v in paths.items()))
+    return paths
+
+
+def write_debug_outputs(engine, run, collator, session) -> None:
+    """``partition_rank<r>.json`` (how much of the model this rank holds) and, on rank 0, ``probe.safetensors``
+    (the live engine's logits on the first training batch), for the tests that check ZeRO-3 and the gather."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from zhyper.io import atomic_write
+
+    params = list(engine.module.parameters())
+    held = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    full = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+    atomic_write(session.out_dir / f"partition_rank{session.rank}.json",
+                 json.dumps({"held": held, "full": full, "world": session.world}))
+    probe = collator([{**run.rows[r], "description": d} for r, d in run.sampler.batch(0)])
+    emb = run.table(probe["descriptions"])
+    engine.eval()
+    with torch.no_grad():
+        logits = engine(input_ids=probe["input_ids"].to(engine.device),
+                        attention_mask=probe["attention_mask"].to(engine.device), context_embeddings=emb).logits
+    engine.train()
+    if session.master:
+        tmp = session.out_dir / ".probe.safetensors.tmp"
+        save_file({"logits": logits.float().cpu().contiguous(), "input_ids": probe["input_ids"],
+                   "attention_mask": probe["attention_mask"], "context_embeddings": emb.float().cpu().contiguous()},
+                  str(tmp))
+        tmp.replace(session.out_dir / "probe.safetensors")

@@ -1,0 +1,141 @@
+"""A training process's place in the run: distributed set-up, the output folder's lock, a launcher watchdog.
+
+- The shipped base model is converted (first run on a machine) before any process group exists.
+- Global rank 0 holds an exclusive lock on ``<output_dir>/.zhyper-run.lock`` for the whole run and
+  records its PID, host and start time beside it; a second live run on the same folder is refused
+  with those details (the OS releases the lock when the holder dies, however it dies).
+- Every rank watches the launcher that started it (its parent, and the ``deepspeed`` /
+  ``torchrun`` runner above that): when one of them is gone, the rank exits within a couple of
+  seconds instead of training on as an orphan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("zhyper.train")
+
+LOCK_FILE = ".zhyper-run.lock"
+HOLDER_FILE = ".zhyper-run.json"
+_LAUNCHERS = ("deepspeed", "torchrun", "torch.distributed.run", "mpirun")
+
+
+@dataclass
+class Session:
+    rank: int
+    world: int
+    local_rank: int
+    device: object  # torch.device
+    out_dir: Path
+    ckpt_dir: Path
+    _lock: object = field(default=None, repr=False)
+
+    @property
+    def master(self) -> bool:
+        """Only global rank 0 writes logs, MLflow and files."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def lock_output_dir(out_dir: Path):
+    """Take the run lock of ``out_dir`` without waiting; a live holder is named in the error."""
+    from filelock import FileLock, Timeout
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = json.loads((out_dir / HOLDER_FILE).read_text())
+            who = f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+        except (OSError, ValueError):
+            who = "a process that has not recorded itself yet"
+        raise SystemExit(f"output_dir {out_dir} is in use by another training run ({who}); wait for it to end, "
+                         "stop it, or choose another output_dir") from None
+    from zhyper.io import atomic_write
+
+    atomic_write(out_dir / HOLDER_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                    "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                    "argv": sys.argv}) + "\n")
+    return lock
+
+
+def launcher_pids() -> list[int]:
+    """The processes whose death must end this rank: the parent, and the launcher runner above it."""
+    import psutil
+
+    me = psutil.Process()
+    parent = me.parent()
+    if parent is None or parent.pid == 1:
+        return []
+    watched = [parent.pid]
+    try:
+        grand = parent.parent()
+        if grand is not None and grand.pid != 1 and any(k in " ".join(grand.cmdline()) for k in _LAUNCHERS):
+            watched.append(grand.pid)
+    except psutil.Error:
+        pass
+    return watched
+
+
+def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread | None:
+    """A daemon thread that ends this process when any of ``pids`` has exited."""
+    import psutil
+
+    if not pids:
+        return None
+    procs = [psutil.Process(p) for p in pids]
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            for p in procs:
+                if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
+                    log.error("the launcher (PID %d) is gone; this rank stops", p.pid)
+                    logging.shutdown()
+                    os._exit(143)
+
+    thread = threading.Thread(target=watch, name="zhyper-launcher-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def start(cfg, resume: bool, local_rank: int) -> Session:
+    """Set up this process: base conversion, lock, watchdog, process group, logging, resume check."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from zhyper.training.resume import latest_tag
+
+    if cfg.base_model in ("smollm2", "tiny-llama"):  # convert the shipped model (first run) before any process
+        from zhyper.base_model import smollm2_path  # group exists: under one, transformers saves on rank 0 only
+
+        smollm2_path()
+    out_dir = Path(cfg.output_dir)
+    lock = lock_output_dir(out_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    if "LOCAL_RANK" in os.environ:  # started by a launcher: stop when it stops
+        watch_launcher(launcher_pids())
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    session = Session(rank, world, local_rank, device, out_dir, out_dir / "checkpoints", lock)
+    if not resume and latest_tag(session.ckpt_dir) is not None:
+        raise SystemExit(f"{session.ckpt_dir} already holds a checkpoint: pass --resume to continue it, "
+                         "or choose another output_dir")
+    return session

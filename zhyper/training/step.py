@@ -1,0 +1,70 @@
+"""One optimizer step on the DeepSpeed engine: micro-batches -> forward -> backward -> step.
+
+The loss is the summed response-token cross-entropy divided by the response tokens of the whole
+step (every micro-batch, every rank: one all-reduce), and ``engine.backward(loss,
+scale_wrt_gas=False)``, so k accumulated micro-batches give exactly the update of one batch of k
+times the size; DeepSpeed averages gradients over ranks, hence the division by ``tokens / world``.
+A loss that is not finite stops the run before anything is checkpointed or exported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from zhyper.data.chat import IGNORE_INDEX
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class StepResult:
+    loss: float  # token-mean training loss of the step, over all ranks
+    tokens: int  # input tokens this rank processed (attention mask sum)
+
+
+def micro_batches(run, collator, step: int, gas: int, micro: int) -> list[dict]:
+    """This rank's share of step ``step``, as ``gas`` collated micro-batches of ``micro`` examples."""
+    picks = run.sampler.batch(step)  # this rank's (row, description) pairs of the global batch
+    rows = run.rows
+    return [collator([{**rows[r], "description": d} for r, d in picks[i * micro:(i + 1) * micro]])
+            for i in range(gas)]
+
+
+def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: int) -> StepResult:
+    """Forward, backward and step over ``batches``; returns the global token-mean loss."""
+    import torch.distributed as dist
+
+    from zhyper.training.objective import embedding_noise, modulation_penalty, response_loss_sum
+
+    device = engine.device
+    world = dist.get_world_size()
+    n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches), dtype=torch.float64)
+    dist.all_reduce(n_tok)
+    norm = float(n_tok) / world
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    tokens = 0
+    for b in batches:
+        emb = embedding_noise(embed(b["descriptions"]), train_cfg.embedding_noise)
+        out = engine(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
+                     context_embeddings=emb)
+        lsum, _ = response_loss_sum(out.logits, b["labels"].to(device), train_cfg.label_smoothing)
+        loss = lsum / norm
+        if train_cfg.modulation_l2 > 0 and out.modulation is not None:
+            loss = loss + train_cfg.modulation_l2 * modulation_penalty(out.modulation, model_cfg.mode,
+                                                                       model_cfg.z_init) / len(batches)
+        engine.backward(loss, scale_wrt_gas=False)
+        engine.step()  # updates only at the accumulation boundary
+        loss_sum += lsum.detach().double().cpu()
+        tokens += int(b["attention_mask"].sum())
+    dist.all_reduce(loss_sum)
+    value = float(loss_sum) / max(float(n_tok), 1.0)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"training loss is {value} at step {step + 1} (learning rate "
+                                 f"{engine.get_lr()[0]:.3g}); stopping before any checkpoint or export is written. "
+                                 "Lower train.lr, or check the data and the DeepSpeed dtype")
+    return StepResult(value, tokens)
