@@ -1,99 +1,88 @@
-"""Does the hypernetwork learn to condition? One single-process run on the built-in suite, one variant.
+"""Which recipe makes conditioning hold? One real run of the main job's recipe per variant, one table.
 
-    .venv/bin/python benchmarks/ablate_conditioning.py [--steps 200] [--no-contrast] [--no-center]
-        [--hypernet-lr-scale 1] [--seed 0] [--threads 2] [--contexts NAME ...] [--n-contexts 4]
+    .venv/bin/python benchmarks/ablate_conditioning.py [--variants NAME ...] [--seeds 0 1] [--out runs/ablation]
 
-SmolLM2-135M-Instruct (fp32) + all-MiniLM-L6-v2, diag r 8 on q/v, 4 examples of 4 different seen
-contexts per step (as the main job's global batch; ``--contexts`` limits the suite as the main
-job's ``data.contexts`` does; the default is the whole suite), AdamW lr 2e-3 with the main job's warm-up and
-decay. Every ``--eval-every`` steps it prints the validation loss on seen contexts with held-out
-descriptions, the conditioning gap (that loss minus the loss with another context's description
-on the same examples) with its standard error, the unseen-context loss, and the mean and spread
-across contexts of the generated z. No DeepSpeed (a quality ablation, not a speed benchmark): the main job's engine is tested to
-give the same losses as a plain process.
+Every variant is ``launch/train.py`` with ``launch/configs/default.yaml`` plus the overrides listed
+in ``VARIANTS`` (two ZeRO-2 processes, as the main job), evaluated by the run's own evaluation: compliance of greedy answers with
+held-out paraphrases (never trained on), the random-description control (how much more often a
+random string or an unrelated sentence passes a rule's checker than the base model does), the
+paired gaps on seen and unseen rules. Results go to ``<out>/ablation.md`` and ``ablation.json``;
+finished variants are reused (``--force`` reruns them).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import time
+import json
+import sys
+from pathlib import Path
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_k, _v)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sweep import REPO, fmt, run_variant, summary  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "default": ["eval.base_prompt=true"],
+    "null": ["data.null_context=true"],
+    "all_linear": ["model.target_modules=all-linear"],
+    "all_linear+null": ["model.target_modules=all-linear", "data.null_context=true"],
+    "all_linear+null+augment": ["model.target_modules=all-linear", "data.null_context=true", "data.augment=4"],
+    "all_linear+null+augment+noise": ["model.target_modules=all-linear", "data.null_context=true", "data.augment=4",
+                                      "train.embedding_noise=0.1"],
+    "lora_prompt_all_linear": ["method=lora", "data.description_in_prompt=true", "model.target_modules=all-linear"],
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--contrast", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--center", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--hypernet-lr-scale", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--max-examples", type=int, default=96)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--contexts", nargs="*", default=[], help="restrict the suite to these contexts")
-    parser.add_argument("--n-contexts", type=int, default=4, help="contexts per step (k = 1)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"names from {list(VARIANTS)}")
+    parser.add_argument("--extra", nargs="*", default=[], help="NAME=override,override ... ad-hoc variants")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--common", nargs="*", default=[], help="overrides added to every variant")
+    parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
+    variants = {n: VARIANTS[n] for n in args.variants}
+    for item in args.extra:
+        name, _, flags = item.partition("=")
+        variants[name] = [f for f in flags.split(",") if f]
+    out = (REPO / args.out).resolve()
+    rows = []
+    for name, overrides in variants.items():
+        for seed in args.seeds:
+            tag = f"{name}.seed{seed}"
+            flags = [*args.common, *overrides, f"train.seed={seed}", f"data.seed={seed}"]
+            print(f"== {tag}: {' '.join(flags) or '(default.yaml)'}", flush=True)
+            try:
+                result = run_variant(tag, flags, out, threads=args.threads, force=args.force)
+            except RuntimeError as err:
+                print(f"   failed: {err}", flush=True)
+                continue
+            row = {"variant": name, "seed": seed, "flags": " ".join([*args.common, *overrides]), **summary(result)}
+            rows.append(row)
+            print(f"   paraphrase {fmt(row['paraphrase_seen'], row['paraphrase_seen_se'])}, worst {row['worst_rule']} "
+                  f"{fmt(row['worst'])}, random excess {fmt(row['random_excess_max'])} ({row['random_excess_rule']}), "
+                  f"seen gap {fmt(row['seen_gap'], row['seen_gap_se'], 3)}, unseen gap "
+                  f"{fmt(row['unseen_gap'], row['unseen_gap_se'], 3)}, {row['wall_s'] or 0:.0f} s", flush=True)
+            write_table(out, rows)
 
-    import torch
 
-    from zhyper import ZhyperConfig, ZhyperModel
-    from zhyper.base_model import smollm2_path
-    from zhyper.data import ChatCollator, MixedContextSampler, builtin_suite
-    from zhyper.training.evaluate import validation_metrics
-    from zhyper.training.objective import param_groups, response_loss_sum, warmup_decay
+def write_table(out: Path, rows: list[dict]) -> None:
+    from zhyper.io import atomic_write
 
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    data = builtin_suite()
-    if args.contexts:
-        data = data.restrict(args.contexts)
-    rows = data.split("train")
-    model = ZhyperModel.from_base(str(smollm2_path()), ZhyperConfig(contrast=args.contrast))
-    if args.center:
-        model.center_contexts([d for c in sorted(set(rows["context"])) for d in data.descriptions[c]])
-    collator = ChatCollator(model.tokenizer, max_length=128)
-    sampler = MixedContextSampler(rows, data.descriptions, n_contexts=args.n_contexts, k=1, seed=args.seed)
-    opt = torch.optim.AdamW(param_groups(model, 0.01, args.lr, args.hypernet_lr_scale), lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(args.steps, 0.1))
-
-    def forward(ids, mask, emb):
-        return model(input_ids=ids, attention_mask=mask, context_embeddings=emb).logits
-
-    def report(step: int, t0: float) -> None:
-        model.eval()
-        m = validation_metrics(forward, collator, model.encode_descriptions, data, 0, 1, args.max_examples, 8)
-        with torch.no_grad():
-            z = model.modulation_for([data.heldout_descriptions[c][0] for c in sampler.contexts])
-        model.train()
-        print(f"{step:>5} | {m['val_seen_loss']:.3f} | {m['conditioning_gap']:+.4f} ± {2 * m['conditioning_gap_se']:.4f}"
-              f" | {m.get('val_unseen_loss', float('nan')):.3f} | {float(z.mean()):.2f} | {float(z.std(0).mean()):.4f}"
-              f" | {time.perf_counter() - t0:.0f}", flush=True)
-
-    print(f"contrast={args.contrast} center={args.center} hypernet_lr_scale={args.hypernet_lr_scale} seed={args.seed}"
-          f" contexts={data.seen_contexts} n_contexts={args.n_contexts}")
-    print(" step | val_seen | gap ± 2 s.e. | val_unseen | z mean | z spread across contexts | s")
-    t0 = time.perf_counter()
-    report(0, t0)
-    model.train()
-    for step in range(args.steps):
-        picked = sampler.batch(step)
-        batch = collator([{**rows[i], "description": d} for i, d in picked])
-        loss, n = response_loss_sum(forward(batch["input_ids"], batch["attention_mask"],
-                                            model.encode_descriptions(batch["descriptions"])), batch["labels"])
-        (loss / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            report(step + 1, t0)
+    lines = ["| variant | seed | paraphrase compliance, seen | worst seen rule | held-out compliance, seen "
+             "| random excess (max rule) | seen gap | unseen gap | unseen compliance | step s | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['seed']} | {fmt(r['paraphrase_seen'], r['paraphrase_seen_se'])} | "
+                     f"{r['worst_rule']} {fmt(r['worst'])} | {fmt(r['heldout_seen'], r['heldout_seen_se'])} | "
+                     f"{fmt(r['random_excess_max'])} ({r['random_excess_rule']}) | "
+                     f"{fmt(r['seen_gap'], r['seen_gap_se'], 3)} | {fmt(r['unseen_gap'], r['unseen_gap_se'], 3)} | "
+                     f"{fmt(r['heldout_unseen'], r['heldout_unseen_se'])} | {fmt(r['step_time_s'])} | "
+                     f"{r['wall_s'] or 0:.0f} |")
+    atomic_write(out / "ablation.md", "\n".join(lines) + "\n\nFlags:\n\n" + "\n".join(
+        f"- {r['variant']}: `{r['flags'] or '(default.yaml)'}`" for r in rows if r["seed"] == rows[0]["seed"]) + "\n")
+    atomic_write(out / "ablation.json", json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def eval_prompts(data, n_prompts: int) -> list[tuple[str, str]]:
 
 
 def generation_items(data, n_prompts: int = 8, paraphrases_per_prompt: int = 2, n_controls: int = 16,
-                     description_in_prompt: bool = False, seed: int = 0) -> list[GenItem]:
-    """The whole evaluation set, in a fixed order (the same on every rank)."""
+                     description_in_prompt: bool = False, base_prompt: bool = True, seed: int = 0) -> list[GenItem]:
+    """The whole evaluation set, in a fixed order (the same on every rank); ``base_prompt=False`` leaves
+    out the base+prompt answers (they do not depend on what was trained)."""
     from zhyper.data.controls import control_descriptions
 
     prompts = eval_prompts(data, n_prompts)
@@ -74,7 +75,8 @@ def generation_items(data, n_prompts: int = 8, paraphrases_per_prompt: int = 2, 
         for i, (prompt, system) in enumerate(prompts):
             held = pool[(i + seed) % len(pool)]
             items.append(GenItem("heldout", rule, prompt, system, held, True, description_in_prompt))
-            items.append(GenItem("base+prompt", rule, prompt, system, held, False, True))
+            if base_prompt:
+                items.append(GenItem("base+prompt", rule, prompt, system, held, False, True))
             para = paraphrases.get(rule) or []
             for k in range(paraphrases_per_prompt if para else 0):
                 d = para[(i * paraphrases_per_prompt + k + seed) % len(para)]

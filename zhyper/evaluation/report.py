@@ -20,12 +20,19 @@ def describe_gap(gap: float, se: float, what: str = "Conditioning gap") -> str:
     return f"{what} {gap:+.4f} ± {2 * se:.4f} nats/token (2 s.e., paired over examples): {verdict}."
 
 
+def interval(p: float, n: int) -> float:
+    """Half-width of the ~95 % interval of a proportion: 2 s.e. of the Agresti-Coull estimate
+    (x + 2) / (n + 4), which, unlike the plain binomial s.e., is not zero when p is 0 or 1."""
+    q = (p * n + 2) / (n + 4)
+    return 2 * math.sqrt(q * (1 - q) / (n + 4))
+
+
 def _pct(p: float, n: int | None = None) -> str:
     if n == 0 or p is None or (isinstance(p, float) and math.isnan(p)):
         return "-"
     if n is None:
         return f"{p:.2f}"
-    return f"{p:.2f} ± {2 * math.sqrt(max(p * (1 - p), 0.0) / n):.2f}"
+    return f"{p:.2f} ± {interval(p, n):.2f}"
 
 
 def gap_lines(metrics: dict[str, float]) -> list[str]:
@@ -50,13 +57,13 @@ def compliance_markdown(result) -> str:
             continue
         cells = []
         for condition in ("heldout", "paraphrase"):
-            p, se, n = result.mean(condition, rules)
-            cells.append(f"**{p:.2f} ± {2 * se:.2f}**" if n else "-")
+            p, _, n = result.mean(condition, rules)
+            cells.append(f"**{p:.2f} ± {interval(p, n):.2f}**" if n else "-")
         rnd = [result.random_rate(r)[0] for r in rules]
         wrong = [result.wrong_rate(r)[0] for r in rules]
         base = [result.base_rate(r)[0] for r in rules]
         bp = result.mean("base+prompt", rules)
-        cells += [_mean(rnd), _mean(wrong), _mean(base), f"{bp[0]:.2f} ± {2 * bp[1]:.2f}" if bp[2] else "-"]
+        cells += [_mean(rnd), _mean(wrong), _mean(base), f"{bp[0]:.2f} ± {interval(bp[0], bp[2]):.2f}" if bp[2] else "-"]
         lines.append(f"| **mean, {split}** | {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -146,6 +146,8 @@ class EvalConfig:
     prompts: int = field(default=8, metadata={"help": "validation prompts asked under every condition and rule"})
     paraphrases_per_prompt: int = field(default=2, metadata={"help": "held-out paraphrases per prompt and rule"})
     controls: int = field(default=16, metadata={"help": "answers under random strings / unrelated sentences"})
+    base_prompt: bool = field(default=True, metadata={
+        "help": "also answer with adapters off and the description in the prompt (the base+prompt baseline)"})
     generate_batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
     max_new_tokens: int = 48
 

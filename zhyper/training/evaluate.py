@@ -55,7 +55,7 @@ def compliance(engine, run, cfg, rank: int, world: int, progress: bool = False):
     if not cfg.eval.generate or not hasattr(run.data, "score"):
         return None
     items = generation_items(run.data, cfg.eval.prompts, cfg.eval.paraphrases_per_prompt, cfg.eval.controls,
-                             description_in_prompt=cfg.data.description_in_prompt)
+                             description_in_prompt=cfg.data.description_in_prompt, base_prompt=cfg.eval.base_prompt)
     with generation_module(engine) as model:
         def generate(prompts, descriptions, system, in_prompt, adapters):
             kwargs = dict(system=system, description_in_prompt=in_prompt, max_new_tokens=cfg.eval.max_new_tokens,

@@ -36,6 +36,7 @@ class Progress:
         self.tracker.log_params(flatten(cfg.to_dict()) | {
             "world_size": str(session.world), "zero_stage": str(engine.zero_optimization_stage()),
             "dtype": str(next(engine.module.parameters()).dtype), "n_trainable": str(n_trainable)})
+        self.n_trainable = n_trainable
         self._bar = None
         self._t0 = None
 
@@ -84,7 +85,7 @@ class Progress:
             log.info("stopped after step %d as asked (train.stop_after); continue with --resume", step)
 
     def finish_training(self) -> dict[str, float]:
-        """Close the bar, write losses.json with the speed figures; returns them."""
+        """Close the bar, write losses.json with the speed figures; returns them (and the trained size)."""
         if self._bar is not None:
             self._bar.close()
         elapsed = self._elapsed()
@@ -93,4 +94,4 @@ class Progress:
                  "train_time_s": elapsed}
         self._write_losses(speed)
         self.tracker.log_metrics(speed, self.cfg.train.max_steps)
-        return speed
+        return {**speed, "n_trainable": self.n_trainable}

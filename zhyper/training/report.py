@@ -18,11 +18,12 @@ def eval_markdown(cfg, metrics: dict[str, float], result, speed: dict[str, float
     lines = [f"# Evaluation ({cfg.method}{'' if cfg.method == 'lora' else ' ' + cfg.model.mode}, "
              f"{'description in the prompt' if cfg.data.description_in_prompt else 'description not in the prompt'})",
              "", "## Losses (response tokens, nats/token)", ""]
-    lines += [f"- {k}: {v:.4f}" for k, v in metrics.items() if not k.endswith("_se") and "gap" not in k]
+    lines += [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items(), key=lambda kv: ("wrong" in kv[0], kv[0]))
+              if not k.endswith("_se") and "gap" not in k]
     lines += ["", "## Conditioning gaps (loss with the right description minus with another context's)", ""]
     lines += [f"- {line}" for line in gap_lines(metrics)] or ["- (no gap: fewer than two contexts in a split)"]
     if result is not None:
-        lines += ["", "## Rule compliance of greedy answers (fraction ± 2 s.e.)", "",
+        lines += ["", "## Rule compliance of greedy answers (fraction ± 95 % interval, Agresti-Coull)", "",
                   "Held-out descriptions: training-style wordings never trained on; paraphrases: another style "
                   "(longer, indirect, informal, a typo, a question; never trained on). Random control: random "
                   "strings and unrelated sentences as the description (a rule they trigger is a default mode, not "
