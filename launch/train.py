@@ -83,6 +83,7 @@ def main(argv=None) -> int:
             progress.stopped(done)
             return 0
     speed = progress.finish_training()
+    s.record_memory("training")  # peak host memory of the loop, before the end-of-training phase
     metrics = evaluate_losses(cfg.train.max_steps)
     if cfg.debug_outputs:  # what the engine tests compare: each rank's share, the live engine's logits
         final.write_debug_outputs(engine, run, collator, s)

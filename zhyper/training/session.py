@@ -37,16 +37,34 @@ class Session:
     out_dir: Path
     ckpt_dir: Path
     _lock: object = field(default=None, repr=False)
+    _memory: dict = field(default_factory=dict, repr=False)
 
     @property
     def master(self) -> bool:
         """Only global rank 0 writes logs, MLflow and files."""
         return self.rank == 0
 
+    def record_memory(self, phase: str) -> None:
+        """Note this rank's peak resident memory so far under ``phase`` (written by ``close``)."""
+        self._memory[phase] = peak_rss_bytes()
+
     def close(self) -> None:
+        """Write ``memory_rank<r>.json`` (peak host memory per phase, bytes) and release the run lock."""
+        from zhyper.io import atomic_write
+
+        self.record_memory("end")
+        atomic_write(self.out_dir / f"memory_rank{self.rank}.json", json.dumps(
+            {"rank": self.rank, "world": self.world, "peak_rss_bytes": self._memory}, indent=1) + "\n")
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def lock_output_dir(out_dir: Path):
