@@ -1,4 +1,4 @@
-"""Closed-form Rademacher estimator: 1,000 σ draws, N = 10,000, d = 4,096 (issue 4's speed target).
+"""Closed-form Rademacher estimator: 1,000 σ draws, N = 10,000, d = 4,096 (the speed target of the theory tools).
 
 Prints wall time and σ-draws/s for the full-Frobenius class (the sup needs g = σ X / N: one
 (S, N) @ (N, d) matmul, S·N·d = 41 GFLOP-ish multiply-adds) and the diag class (X Aᵀ once, then

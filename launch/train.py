@@ -25,11 +25,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--ds_config", required=True, help="DeepSpeed JSON (ZeRO stage, bf16, optimizer)")
     p.add_argument("--config", default=None, help="run YAML (launch/configs/*.yaml); defaults if omitted")
-    p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="TAG",
+                   help="continue from <output_dir>/checkpoints/latest (or the checkpoint TAG, e.g. step200)")
     p.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
                    help="set by the deepspeed launcher")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=5e-4 data.k=2")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resume and "=" in args.resume:  # `--resume key=value ...`: an override, not a tag
+        args.overrides.insert(0, args.resume)
+        args.resume = "latest"
+    return args
 
 
 def main(argv=None) -> int:
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
     engine = build.build_engine(cfg, model, ds)
     del hf_ds  # only needed while the base loaded and the engine partitioned it
     gas, micro = engine.gradient_accumulation_steps(), engine.train_micro_batch_size_per_gpu()
-    state = resume.load(engine, s.ckpt_dir, s.rank, run.sampler) if args.resume else fresh_state()
+    state = resume.load(engine, s.ckpt_dir, s.rank, run.sampler, args.resume) if args.resume else fresh_state()
     progress = Progress(cfg, s, engine, state, build.param_count(model))
 
     def evaluate_losses(step: int) -> dict[str, float]:

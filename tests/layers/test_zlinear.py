@@ -1,4 +1,4 @@
-"""DESIGN.md identities 1-6 and 8 for ZLinear, as hypothesis properties over shapes, ranks and dtypes.
+"""docs/design.md identities 1-6 and 8 for ZLinear, as hypothesis properties over shapes, ranks and dtypes.
 
 Every "equals" has a twin showing that the compared things can differ (assert_differs), with the
 same tolerance: bf16 runs are compared against an fp32 reference within a few bf16 ulps.

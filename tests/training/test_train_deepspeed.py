@@ -58,9 +58,13 @@ def runs(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
 
+GENERATE = ["eval.generate=true", "eval.prompts=2", "eval.paraphrases_per_prompt=1", "eval.controls=2",
+            "eval.max_new_tokens=4", "eval.base_prompt=false"]
+
+
 @pytest.fixture(scope="module")
 def zero3(runs):
-    return _train(runs / "zero3")
+    return _train(runs / "zero3", *GENERATE)
 
 
 def test_zero3_partitions_every_parameter(zero3):
@@ -78,6 +82,15 @@ def test_zero3_run_trains_and_reports(zero3):
     assert {"val_seen_loss", "val_unseen_loss", "conditioning_gap"} <= set(report["final"])
     assert (zero3 / "checkpoints" / "latest").read_text() == "step4"
     assert (zero3 / "peft_example" / "adapter_config.json").is_file()
+    # the compliance evaluation ran on the gathered ZeRO-3 module, every rank answering its share
+    n_rules = 29
+    assert len((zero3 / "answers.jsonl").read_text().splitlines()) == n_rules * (2 + 2) + 2 + 2
+    assert report["compliance"]["compliance_paraphrase_seen"] >= 0 and (zero3 / "confusion.png").stat().st_size > 0
+    md = (zero3 / "eval.md").read_text()
+    assert "Gap, unseen rules:" in md and "| **mean, seen** |" in md
+    for r in (0, 1):
+        memory = json.loads((zero3 / f"memory_rank{r}.json").read_text())["peak_rss_bytes"]
+        assert 0 < memory["training"] <= memory["end"]
 
 
 def test_gathered_checkpoint_matches_live_model(zero3):

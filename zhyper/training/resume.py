@@ -1,17 +1,22 @@
-"""Crash-safe DeepSpeed checkpoints and the exact-resume state around them.
+"""Crash-safe DeepSpeed checkpoints, checked before they are trusted, loaded without running pickled code.
 
-DeepSpeed writes ``<dir>/<tag>/`` and then a ``latest`` file naming the tag. A crash while
-the tag folder is half-written must not leave ``latest`` pointing at it, so we save with
-``save_latest=False``, wait for every rank, and only then replace ``latest`` atomically
-(temp file + os.replace). Each rank also stores its own RNG state (torch CPU and, when
-present, the accelerator's) next to the shards, so dropout and NEFTune noise resume exactly.
+Saving: DeepSpeed writes ``<dir>/<tag>/`` (``save_latest=False``); each rank adds its RNG state
+(safetensors); after every rank is done, rank 0 writes ``manifest.json`` (every file of the tag with
+its size and SHA-256) and only then replaces ``latest`` atomically. A crash or ``kill -9`` at any
+point leaves ``latest`` on the previous complete checkpoint.
+
+Loading: the tag's manifest is verified first (missing, truncated or altered files are named, with
+the newest complete checkpoint to fall back to: ``--resume <tag>``). DeepSpeed's own loader calls
+``torch.load(weights_only=False)``, which runs any code a planted ``__reduce__`` carries; the engine's
+checkpoint engine is replaced by one that loads with ``weights_only=True`` and allows, beyond
+tensors and plain containers, only the few DeepSpeed classes its checkpoints hold (``ALLOWED``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -20,13 +25,104 @@ from zhyper.io import atomic_write
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
+MANIFEST = "manifest.json"
+STATE = "zhyper_state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, damaged or holds something that must not be loaded."""
+
+
+def _allowed():
+    """DeepSpeed classes a ZeRO checkpoint pickles besides tensors and containers (data only)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum]
+
+
+def safe_checkpoint_engine(engine):
+    """Give ``engine`` a checkpoint engine that loads with ``weights_only=True`` and the allow-list."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class SafeTorchCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            try:
+                with torch.serialization.safe_globals(_allowed()):
+                    return torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as err:  # torch raises UnpicklingError with the offending global's name
+                raise CheckpointError(f"refusing to load {path}: it holds a Python object outside zhyper's allow-list "
+                                      f"of tensors, containers and {[c.__name__ for c in _allowed()]} (loading it could "
+                                      f"run code). Details: {str(err).splitlines()[0][:300]}") from None
+
+    old = engine.checkpoint_engine
+    engine.checkpoint_engine = SafeTorchCheckpointEngine(getattr(old, "config_params", None))
+    return engine
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> dict:
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    atomic_write(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
+    return files
+
+
+def verify(folder: Path) -> str | None:
+    """None if ``folder`` matches its manifest, else a sentence naming the first problem."""
+    manifest = folder / MANIFEST
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    if not manifest.is_file():
+        return f"{folder} has no {MANIFEST} (the save did not finish)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{manifest} is malformed"
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{path} has {path.stat().st_size} bytes, the manifest records {want['bytes']} (truncated?)"
+        if _sha256(path) != want["sha256"]:
+            return f"{path} differs from the manifest's SHA-256 (altered after saving)"
+    return None
+
+
+def tags(ckpt_dir: str | Path) -> list[str]:
+    """The step tags under ``ckpt_dir``, newest first."""
+    found = [p.name for p in Path(ckpt_dir).glob("step*") if p.is_dir() and p.name[4:].isdigit()]
+    return sorted(found, key=lambda t: int(t[4:]), reverse=True)
+
+
+def latest_tag(ckpt_dir: str | Path) -> str | None:
+    path = Path(ckpt_dir) / LATEST
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _check_finite(engine, step: int) -> None:
+    for name, p in engine.module.named_parameters():
+        if p.requires_grad:
+            local = getattr(p, "ds_tensor", p)  # this rank's shard under ZeRO-3
+            if local.numel() and not torch.isfinite(local).all():
+                raise FloatingPointError(f"trained parameter {name} holds NaN or inf at step {step}; no checkpoint is "
+                                         "written (lower train.lr, or check the data)")
 
 
 def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, rank: int) -> Path:
-    """Save a DeepSpeed checkpoint ``step<step>`` and, once all ranks are done, point ``latest`` at it."""
+    """Save checkpoint ``step<step>``; once every rank is done, write its manifest and point ``latest`` at it."""
     import torch.distributed as dist
     from safetensors.torch import save_file
 
+    _check_finite(engine, step)
     ckpt_dir = Path(ckpt_dir)
     tag = f"step{step}"
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False,
@@ -38,34 +134,45 @@ def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, rank: int)
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
-        atomic_write(ckpt_dir / LATEST, tag)
-        atomic_write(ckpt_dir / tag / "zhyper_state.json", json.dumps(client_state, indent=1))
+        atomic_write(ckpt_dir / tag / STATE, json.dumps(client_state, indent=1))
+        write_manifest(ckpt_dir / tag)  # only now is the checkpoint complete ...
+        atomic_write(ckpt_dir / LATEST, tag)  # ... and only then does resume look at it
     if dist.is_initialized():
         dist.barrier()
     log.info("saved DeepSpeed checkpoint %s", ckpt_dir / tag)
     return ckpt_dir / tag
 
 
-def latest_tag(ckpt_dir: str | Path) -> str | None:
-    path = Path(ckpt_dir) / LATEST
-    return path.read_text().strip() if path.is_file() else None
+def choose(ckpt_dir: str | Path, tag: str | None = None) -> str:
+    """The tag to resume from (``tag``, else ``latest``), verified against its manifest."""
+    ckpt_dir = Path(ckpt_dir)
+    chosen = tag if tag not in (None, LATEST) else latest_tag(ckpt_dir)
+    if chosen is None:
+        raise CheckpointError(f"--resume: no {LATEST!r} file in {ckpt_dir}; nothing to resume from")
+    problem = verify(ckpt_dir / chosen)
+    if problem is None:
+        return chosen
+    good = next((t for t in tags(ckpt_dir) if t != chosen and verify(ckpt_dir / t) is None), None)
+    hint = (f"the newest complete checkpoint is {good}: resume from it with `--resume {good}`" if good
+            else "no complete checkpoint is left to fall back to")
+    raise CheckpointError(f"--resume: checkpoint {chosen} is damaged: {problem}; {hint}")
 
 
-def load(engine, ckpt_dir: str | Path, rank: int, sampler=None) -> dict:
-    """Load the checkpoint ``latest`` points at; restore this rank's RNG (and ``sampler``); return the client state."""
+def load(engine, ckpt_dir: str | Path, rank: int, sampler=None, tag: str | None = None) -> dict:
+    """Verify and load a checkpoint (``latest`` by default); restore this rank's RNG and ``sampler``;
+    return the client state."""
     from safetensors.torch import load_file
 
-    tag = latest_tag(ckpt_dir)
-    if tag is None:
-        raise ValueError(f"--resume: no {LATEST!r} file in {ckpt_dir}; nothing to resume from")
-    _, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_module_strict=False)
+    chosen = choose(ckpt_dir, tag)
+    safe_checkpoint_engine(engine)
+    _, client_state = engine.load_checkpoint(str(ckpt_dir), tag=chosen, load_module_strict=False)
     if client_state is None:
-        raise ValueError(f"--resume: DeepSpeed could not load {Path(ckpt_dir) / tag}")
-    rng = load_file(str(Path(ckpt_dir) / tag / f"rng_rank{rank}.safetensors"))
+        raise CheckpointError(f"--resume: DeepSpeed could not load {Path(ckpt_dir) / chosen}")
+    rng = load_file(str(Path(ckpt_dir) / chosen / f"rng_rank{rank}.safetensors"))
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
     if sampler is not None:
         sampler.load_state_dict(client_state["sampler"])
-    log.info("resumed from %s", Path(ckpt_dir) / tag)
+    log.info("resumed from %s", Path(ckpt_dir) / chosen)
     return client_state
