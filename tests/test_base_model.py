@@ -156,5 +156,5 @@ def test_two_processes_convert_once_and_match_the_gguf_logits(tmp_path):
         a, b = converted(ids).logits, gguf_model(ids).logits
         c = converted(ids.flip(-1)).logits
     assert torch.equal(a, b)
-    assert not torch.allclose(a, c[:, :1].expand_as(a))  # the logits depend on the input: can differ
+    assert (a - c[:, :1].expand_as(a)).abs().max() > 1e-3, "the logits must depend on the input (the twin can differ)"
     assert converted.lm_head.weight.data_ptr() == converted.model.embed_tokens.weight.data_ptr()

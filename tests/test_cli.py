@@ -60,8 +60,44 @@ def test_generate_peft_and_zhyper_formats(checkpoint, tmp_path, capsys):
     from safetensors.torch import load_file
 
     z = load_file(str(tmp_path / "z" / "modulation.safetensors"))["modulation"]
-    assert torch.allclose(z, model.modulation_for([desc])[0], atol=1e-6)
-    assert not torch.allclose(z, model.modulation_for(["Reply in upper case."])[0], atol=1e-3)
+    torch.testing.assert_close(z, model.modulation_for([desc])[0], rtol=1e-5, atol=1e-6)
+    assert (z - model.modulation_for(["Reply in upper case."])[0]).abs().max() > 1e-3, \
+        "another description must give another modulation"
+
+
+def test_generate_keeps_the_users_files_in_out(checkpoint, tmp_path):
+    _, ckpt = checkpoint
+    for fmt in ("peft", "zhyper"):
+        out = tmp_path / f"out-{fmt}"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        (out / "old").mkdir()
+        (out / "old" / "adapter.bin").write_bytes(b"\x00\x01")
+        for _ in range(2):
+            assert main(["generate", "--checkpoint", str(ckpt), "--description", "Be brief.", "--out", str(out),
+                         "--format", fmt]) == 0
+        assert (out / "notes.txt").read_text() == "mine" and (out / "old" / "adapter.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "out-peft" / "adapter_config.json").is_file()
+    assert (tmp_path / "out-zhyper" / "modulation.safetensors").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["peft", "zhyper"])
+def test_generate_refuses_to_write_into_the_folders_it_reads(checkpoint, tmp_path, fmt):
+    _, ckpt = checkpoint
+    base = tmp_path / "base"
+    before = {p: p.read_bytes() for folder in (ckpt, base) for p in folder.rglob("*") if p.is_file()}
+    for out in (ckpt, ckpt / "adapter"):
+        with pytest.raises(ValueError, match=rf"--out {out} is the --checkpoint folder {ckpt} \(or inside it\): "
+                                             "zhyper generate never writes into a folder it reads from"):
+            main(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(out), "--format", fmt])
+    with pytest.raises(ValueError, match=rf"--out {base / 'a'} is the --base folder {base} \(or inside it\)"):
+        main(["generate", "--checkpoint", str(ckpt), "--base", str(base), "--description", "x",
+              "--out", str(base / "a"), "--format", fmt])
+    # the base recorded in the checkpoint (not given with --base) is protected by the model itself
+    with pytest.raises(ValueError, match=rf"output folder {base} is the base model's folder {base.resolve()}"):
+        main(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(base), "--format", fmt])
+    assert {p: p.read_bytes() for folder in (ckpt, base) for p in folder.rglob("*") if p.is_file()} == before
+    assert not (ckpt / "adapter").exists() and not (base / "a").exists()
 
 
 def test_chat_answers_like_the_model(checkpoint, capsys):

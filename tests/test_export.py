@@ -43,10 +43,10 @@ def test_peft_adapter_equals_zhyper(tmp_path, mode, rslora, targets, builder):
     with torch.no_grad():
         got = peft(ids).logits
     want = zhyper_logits(model, ids, GERMAN)
-    assert torch.allclose(got, want, atol=1e-5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # the twin checks: the adapter does something, and it is this description's adapter
-    assert not torch.allclose(want, base_logits(model, ids), atol=1e-3)
-    assert not torch.allclose(got, zhyper_logits(model, ids, UPPER), atol=1e-3)
+    assert (want - base_logits(model, ids)).abs().max() > 1e-3, "the adapter must change the base model"
+    assert (got - zhyper_logits(model, ids, UPPER)).abs().max() > 1e-3, "it must be this description's adapter"
 
 
 def test_adapter_config_is_standard(tmp_path):
@@ -72,10 +72,10 @@ def test_merged_model_equals_zhyper(tmp_path, mode):
     ids = torch.randint(0, 97, (2, 10))
     want = zhyper_logits(model, ids, GERMAN)
     with torch.no_grad():
-        assert torch.allclose(merged(ids).logits, want, atol=1e-5)
+        torch.testing.assert_close(merged(ids).logits, want, rtol=1e-5, atol=1e-5)
         reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-        assert torch.allclose(reloaded(ids).logits, want, atol=1e-5)
-    assert not torch.allclose(want, base_logits(model, ids), atol=1e-3)
+        torch.testing.assert_close(reloaded(ids).logits, want, rtol=1e-5, atol=1e-5)
+    assert (want - base_logits(model, ids)).abs().max() > 1e-3, "the adapter must change the base model"
     assert type(merged).__name__ == "LlamaForCausalLM"
     assert not any("lora" in k for k in merged.state_dict())
 
@@ -97,8 +97,84 @@ def test_smollm2_peft_adapter_and_merge_equal_zhyper(tmp_path):
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_path()), str(out)).eval()
     with torch.no_grad():
         got = peft(ids).logits
-    assert torch.allclose(got, want, atol=1e-4)
-    assert not torch.allclose(want, base_logits(model, ids), atol=1e-2)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    assert (want - base_logits(model, ids)).abs().max() > 1e-2, "the adapter must change the base model"
     merged = model.merge(GERMAN)
     with torch.no_grad():
-        assert torch.allclose(merged(ids).logits, want, atol=1e-4)
+        torch.testing.assert_close(merged(ids).logits, want, rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------- where exports may be written (issue 12)
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_and_merge_keep_the_users_files(tmp_path):
+    model = perturb(ZhyperModel.from_base(tiny_llama(), small_config())).eval()
+    for name, write in (("adapter", lambda out: model.export_peft(GERMAN, out)),
+                        ("merged", lambda out: model.merge(GERMAN, out))):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "README.md").write_text("my notes")
+        (out / "eval").mkdir()
+        (out / "eval" / "scores.csv").write_text("a,b\n1,2\n")
+        write(out)
+        write(out)  # a second export into the same folder keeps them too
+        assert (out / "README.md").read_text() == "my notes"
+        assert (out / "eval" / "scores.csv").read_text() == "a,b\n1,2\n"
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "merged" / "config.json").is_file()
+
+
+def test_export_and_merge_refuse_the_checkpoint_they_were_loaded_from(tmp_path):
+    perturb(ZhyperModel.from_base(tiny_llama(), small_config())).save_pretrained(tmp_path / "ckpt")
+    ckpt = (tmp_path / "ckpt").resolve()
+    before = _files(ckpt)
+    model = ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama()).eval()
+    for action, write in (("export_peft", lambda out: model.export_peft(GERMAN, out)),
+                          ("merge", lambda out: model.merge(GERMAN, out))):
+        for out in (ckpt, ckpt / "adapter"):
+            with pytest.raises(ValueError, match=rf"{action}: output folder {out} is the checkpoint folder {ckpt} "
+                                                 r"this model was loaded from \(or inside it\)"):
+                write(out)
+    assert _files(ckpt) == before  # nothing written, nothing replaced
+    model.export_peft(GERMAN, tmp_path / "adapter")  # twin: any other folder is fine
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_merge_refuses_the_base_models_folder(tmp_path):
+    from transformers import AutoTokenizer
+
+    from zhyper.base_model import smollm2_path
+
+    base = tmp_path / "base"
+    tiny_llama().save_pretrained(base)
+    model = perturb(ZhyperModel.from_base(str(base), small_config(),
+                                          tokenizer=AutoTokenizer.from_pretrained(smollm2_path()))).eval()
+    before = _files(base)
+    with pytest.raises(ValueError, match=rf"merge: output folder {base} is the base model's folder {base.resolve()}"):
+        model.merge(GERMAN, base)  # would replace the base's own config.json and model.safetensors
+    with pytest.raises(ValueError, match=r"export_peft: output folder .* is the base model's folder"):
+        model.export_peft(GERMAN, base / "adapter")
+    assert _files(base) == before
+
+
+@pytest.mark.parametrize("where", ["trained", "modulation"])
+def test_export_and_merge_refuse_non_finite_tensors(tmp_path, where):
+    model = perturb(ZhyperModel.from_base(tiny_llama(), small_config())).eval()
+    with torch.no_grad():
+        if where == "trained":
+            model.base.get_submodule("model.layers.1.self_attn.v_proj").lora_A[0, 3] = float("nan")
+            message = r"tensor base\.model\.layers\.1\.self_attn\.v_proj\.lora_A has 1 non-finite values"
+        else:  # every trained tensor finite, but the q_proj head's output overflows float32 in layer 0
+            net = model.hypernet
+            h = net.hidden(model.encode_descriptions([GERMAN])) - net.hidden(net.context_center[None])
+            net.heads["q_proj"].weight.copy_(3e38 * torch.sign(h[0, 0, 0]).expand_as(net.heads["q_proj"].weight))
+            net.heads["q_proj"].bias.fill_(2e38)  # finite, but W·h + b is not
+            message = (r"the hypernetwork's modulation for 'Answer like a German\.': tensor "
+                       r"modulation\[model\.layers\.0\.self_attn\.q_proj\] has \d+ non-finite values")
+    with pytest.raises(ValueError, match=rf"export_peft: .*{message}"):
+        model.export_peft(GERMAN, tmp_path / "adapter")
+    with pytest.raises(ValueError, match=rf"merge: .*{message}"):
+        model.merge(GERMAN, tmp_path / "merged")
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "merged").exists()

@@ -45,7 +45,8 @@ def test_identity_init_runs_the_base_model_until_trained(emb):
             base = model.base(ids).logits
         assert torch.equal(zhyper, base)  # B = 0 at initialisation
         perturb(model)
-        assert not torch.allclose(model(input_ids=ids, context_embeddings=emb).logits, base, atol=1e-3)
+        perturbed = model(input_ids=ids, context_embeddings=emb).logits
+        assert (perturbed - base).abs().max() > 1e-3, "a trained adapter must change the logits"
 
 
 @pytest.mark.parametrize("mode", ["diag", "square", "full"])
@@ -56,8 +57,8 @@ def test_mixed_batch_equals_each_row_alone(mode, emb):
         mixed = model(input_ids=ids, context_embeddings=emb).logits
         alone = torch.cat([model(input_ids=ids[i:i + 1], context_embeddings=emb[i:i + 1]).logits for i in range(3)])
         swapped = model(input_ids=ids, context_embeddings=emb[[1, 0, 2]]).logits
-    assert torch.allclose(mixed, alone, atol=1e-5)
-    assert not torch.allclose(mixed[0], swapped[0], atol=1e-4)  # the description matters
+    torch.testing.assert_close(mixed, alone, rtol=1e-5, atol=1e-5)
+    assert (mixed[0] - swapped[0]).abs().max() > 1e-4, "the description must matter"
 
 
 def test_one_embedding_row_is_broadcast(emb):
@@ -116,13 +117,14 @@ def test_save_and_load_give_the_same_function(tmp_path, mode, emb):
     with torch.no_grad():
         want = model(input_ids=ids, context_embeddings=emb).logits
         assert torch.equal(loaded(input_ids=ids, context_embeddings=emb).logits, want)
-        assert not torch.allclose(fresh(input_ids=ids, context_embeddings=emb).logits, want, atol=1e-4)
+        other = fresh(input_ids=ids, context_embeddings=emb).logits
+        assert (other - want).abs().max() > 1e-4, "an untrained model must compute another function"
 
 
 def test_context_centre_is_saved_and_changes_the_function(tmp_path, emb):
     model = build()
     centre = model.center_contexts(DESCRIPTIONS)
-    assert torch.allclose(centre, emb.mean(0), atol=1e-6)
+    torch.testing.assert_close(centre, emb.mean(0), rtol=1e-5, atol=1e-6)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = ZhyperModel.from_pretrained(tmp_path / "ckpt", base_model=tiny_llama()).eval()
     assert torch.equal(loaded.hypernet.context_center, centre)
@@ -131,7 +133,8 @@ def test_context_centre_is_saved_and_changes_the_function(tmp_path, emb):
         want = model(input_ids=ids, context_embeddings=emb).logits
         assert torch.equal(loaded(input_ids=ids, context_embeddings=emb).logits, want)
         loaded.hypernet.context_center.zero_()
-        assert not torch.allclose(loaded(input_ids=ids, context_embeddings=emb).logits, want, atol=1e-4)
+        uncentred = loaded(input_ids=ids, context_embeddings=emb).logits
+        assert (uncentred - want).abs().max() > 1e-4, "the centre must change the function"
     with pytest.raises(ValueError, match="non-empty list of training descriptions"):
         model.center_contexts([])
     with pytest.raises(ValueError, match="non-empty list of training descriptions"):
@@ -161,7 +164,7 @@ def test_checkpoint_loaded_in_a_fresh_process_and_exported_gives_the_same_logits
         want = model(input_ids=ids, context_embeddings=model.encode_descriptions(DESCRIPTIONS[:1])).logits
         with adapters_disabled(model.base):
             base_logits = model.base(ids).logits
-    assert not torch.allclose(want, base_logits, atol=1e-4)
+    assert (want - base_logits).abs().max() > 1e-4, "the adapter must change the base model"
     script = textwrap.dedent(f"""
         import sys, torch
         from peft import PeftModel
@@ -179,8 +182,8 @@ def test_checkpoint_loaded_in_a_fresh_process_and_exported_gives_the_same_logits
     """)
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "ckpt"), str(tmp_path)], check=True, timeout=300)
     got = load_file(str(tmp_path / "logits.safetensors"))
-    assert torch.allclose(got["zhyper"], want, atol=1e-6)  # bit-exact is not promised across processes
-    assert torch.allclose(got["peft"], want, atol=1e-5)
+    torch.testing.assert_close(got["zhyper"], want, rtol=1e-5, atol=1e-6)  # bit-exact is not promised across runs
+    torch.testing.assert_close(got["peft"], want, rtol=1e-5, atol=1e-5)
 
 
 def test_generate_mixes_descriptions_in_one_batch(tmp_path):
@@ -195,3 +198,19 @@ def test_generate_mixes_descriptions_in_one_batch(tmp_path):
     assert model.tokenizer.padding_side == "right"  # restored after left-padded generation
     with pytest.raises(ValueError, match=r"descriptions: expected one per prompt \(3\), got 2"):
         model.generate(prompts, DESCRIPTIONS[:2])
+
+
+def test_generate_with_beams_returns_every_sequence_of_every_prompt(tmp_path):
+    base_dir = tiny_chat_base(tmp_path / "base")
+    model = perturb(ZhyperModel.from_base(str(base_dir), small_config()), scale=2.0).eval()
+    prompts = ["What is the capital of France?", "Name a colour.", "Hi"]
+    beams = model.generate(prompts, DESCRIPTIONS, max_new_tokens=4, num_beams=2, num_return_sequences=2)
+    assert len(beams) == len(prompts) * 2 and all(isinstance(a, str) for a in beams)
+    # each input's sequences together; its best beam is what that prompt alone gives
+    for i, (p, d) in enumerate(zip(prompts, DESCRIPTIONS)):
+        alone = model.generate([p], [d], max_new_tokens=4, num_beams=2, num_return_sequences=2)
+        assert beams[2 * i: 2 * i + 2] == alone
+    one = model.generate(prompts, DESCRIPTIONS, max_new_tokens=4, num_beams=2)  # twin: one sequence each
+    assert len(one) == len(prompts)
+    with pytest.raises(ValueError, match=r"num_return_sequences \(3\) must not exceed num_beams \(2\) in beam search"):
+        model.generate(prompts, DESCRIPTIONS, max_new_tokens=4, num_beams=2, num_return_sequences=3)

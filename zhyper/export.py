@@ -24,30 +24,48 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @torch.no_grad()
-def folded_factors(model, description: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{module name: (lora_A' (r, in), lora_B' (out, r))} in fp32 on the CPU for one description."""
+def folded_factors(model, description: str, action: str = "export") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module name: (lora_A' (r, in), lora_B' (out, r))} in fp32 on the CPU for one description.
+
+    Raises ValueError naming the tensor when a trained tensor, the modulation or a folded factor
+    holds a NaN or an inf (nothing would be worth writing).
+    """
+    from zhyper.pretrained import check_finite
+
+    check_finite(model.trainable_state_dict(), f"{action}: the model")
     per_module = model.layout.module_modulations(model.modulation_for([description]))
+    check_finite({f"modulation[{name}]": z for name, z in per_module.items()},
+                 f"{action}: the hypernetwork's modulation for {description!r}")
     out = {}
     for m in model.layout:
         a, b = model.base.get_submodule(m.name).folded_factors(per_module[m.name])
         out[m.name] = (a.cpu().contiguous(), b.cpu().contiguous())
+    check_finite({f"{name}.lora_{ab}'": t for name, pair in out.items() for ab, t in zip("AB", pair)},
+                 f"{action}: the folded factors for {description!r}")
     return out
 
 
 def export_peft(model, description: str, out_dir: str | os.PathLike) -> Path:
-    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for ``description`` into ``out_dir``."""
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for ``description`` into ``out_dir``.
+
+    Other files in ``out_dir`` are kept. Refused before anything is written: the checkpoint or base
+    folder the model was read from (or a folder inside either), and non-finite tensors.
+    """
     from peft import LoraConfig
     from safetensors.torch import save_file
 
+    from zhyper.pretrained import check_output_folder
+
+    out_dir = Path(out_dir)
+    check_output_folder(model, out_dir, "export_peft")
     cfg = model.config
     tensors = {}
-    for name, (a, b) in folded_factors(model, description).items():
+    for name, (a, b) in folded_factors(model, description, "export_peft").items():
         tensors[f"base_model.model.{name}.lora_A.weight"] = a
         tensors[f"base_model.model.{name}.lora_B.weight"] = b
     peft_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, use_rslora=cfg.rslora, lora_dropout=cfg.dropout,
                              target_modules=sorted(model.layout.module_types), bias="none", task_type="CAUSAL_LM",
                              base_model_name_or_path=model.base_model_id)
-    out_dir = Path(out_dir)
     with atomic_folder(out_dir) as tmp:
         peft_config.save_pretrained(str(tmp))
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
@@ -59,16 +77,30 @@ def export_peft(model, description: str, out_dir: str | os.PathLike) -> Path:
 
 @torch.no_grad()
 def merge(model, description: str, out_dir: str | os.PathLike | None = None):
-    """A fresh plain HF model (no ZLinear) with ΔW of ``description`` added to every adapted weight."""
+    """A fresh plain HF model (no ZLinear) with ΔW of ``description`` added to every adapted weight.
+
+    Checked before anything is built or written: ``out_dir`` is not the checkpoint or base folder
+    the model was read from, the tensors are finite, and no merged weight overflows its dtype.
+    """
     from transformers import AutoModelForCausalLM
 
+    from zhyper.pretrained import check_output_folder
+
+    if out_dir is not None:
+        check_output_folder(model, Path(out_dir), "merge")
+    factors = folded_factors(model, description, "merge")
     base = model.base
-    merged = AutoModelForCausalLM.from_config(base.config, dtype=next(iter(base.parameters())).dtype)
     state = {k: v for k, v in base.state_dict().items() if not k.endswith((".lora_A", ".lora_B"))}
-    for name, (a, b) in folded_factors(model, description).items():
+    for name, (a, b) in factors.items():
         layer = base.get_submodule(name)
         w = state[f"{name}.weight"]
-        state[f"{name}.weight"] = (w.float() + layer.scaling * (b @ a).to(w.device)).to(w.dtype)
+        new = (w.float() + layer.scaling * (b @ a).to(w.device)).to(w.dtype)
+        bad = int((~torch.isfinite(new)).sum())
+        if bad:
+            raise ValueError(f"merge: the merged weight {name}.weight has {bad} non-finite values in {w.dtype} "
+                             f"(W + ΔW overflows) for {description!r}")
+        state[f"{name}.weight"] = new
+    merged = AutoModelForCausalLM.from_config(base.config, dtype=next(iter(base.parameters())).dtype)
     merged.load_state_dict(state, strict=True)
     merged.tie_weights()
     merged.eval()

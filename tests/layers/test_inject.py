@@ -229,7 +229,7 @@ def test_mixed_batch_in_a_model_equals_per_sample_runs(builder):
     for i in range(3):
         with modulate(model, layout, m[i:i + 1]):
             alone.append(_logits(model, IDS[i:i + 1]))
-    assert torch.allclose(batched, torch.cat(alone), atol=1e-5)
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-5, atol=1e-5)
     with modulate(model, layout, m.roll(1, dims=0)):  # twin: the samples' own modulations matter
         assert (_logits(model) - batched).abs().max() > 1e-3
 

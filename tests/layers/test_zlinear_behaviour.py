@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from tests.conftest import REPO
@@ -50,7 +52,7 @@ def test_scaling_lora_and_rslora():
     plain, rs = _integer_layer("diag"), ZLinear(3, 2, rank=2, alpha=2.0, rslora=True, bias=False)
     rs.load_state_dict(plain.state_dict())
     z = torch.tensor([2.0, 3.0])
-    assert torch.allclose(rs.delta_weight(z), 2**0.5 * plain.delta_weight(z))
+    torch.testing.assert_close(rs.delta_weight(z), 2**0.5 * plain.delta_weight(z), rtol=1e-5, atol=1e-8)
 
 
 def test_modulation_shapes():
@@ -70,7 +72,7 @@ def test_merge_unmerge_ladder():
     assert torch.equal(layer(x, modulation=z), base)  # B = 0 at init
     nn.init.normal_(layer.lora_B)
     modulated = layer(x, modulation=z)
-    assert not torch.allclose(modulated, base, atol=1e-3)
+    assert (modulated - base).abs().max() > 1e-3, "a non-zero B must change the output"
     layer.adapter_enabled = False
     assert torch.equal(layer(x, modulation=z), base)
     layer.adapter_enabled = True
@@ -81,12 +83,12 @@ def test_merge_unmerge_ladder():
     for _ in range(3):  # merging and unmerging repeatedly neither drifts nor accumulates
         layer.merge(z[1])
         assert layer.merged
-        assert torch.allclose(layer(x[1:]), modulated[1:], atol=1e-5)
-        assert not torch.allclose(layer(x[1:]), base[1:], atol=1e-3)
+        torch.testing.assert_close(layer(x[1:]), modulated[1:], rtol=1e-5, atol=1e-5)
+        assert (layer(x[1:]) - base[1:]).abs().max() > 1e-3, "the merged layer must differ from the base"
         layer.unmerge()
         assert not layer.merged
-        assert torch.allclose(layer.weight, weight, atol=1e-6)
-        assert torch.allclose(layer(x, modulation=z), modulated, atol=1e-5)
+        assert torch.equal(layer.weight, weight)  # restored bit for bit
+        torch.testing.assert_close(layer(x, modulation=z), modulated, rtol=1e-5, atol=1e-5)
 
 
 def test_merge_is_in_place_on_the_shared_weight():
@@ -96,7 +98,7 @@ def test_merge_is_in_place_on_the_shared_weight():
     storage = linear.weight.data_ptr()
     layer.merge(torch.ones(2))
     assert linear.weight.data_ptr() == storage and layer.weight is linear.weight
-    assert torch.allclose(linear.weight, layer.weight)
+    torch.testing.assert_close(linear.weight, layer.weight, rtol=1e-5, atol=1e-8)
 
 
 def test_from_linear_reuses_and_freezes_the_base():
@@ -146,6 +148,12 @@ def test_modulation_not_a_tensor():
     ({"rank": -2}, r"rank must be a positive int, got -2"),
     ({"rank": 2.0}, r"rank must be a positive int, got 2.0"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+    ({"dropout": float("nan")}, r"dropout must be in \[0, 1\), got nan"),
+    ({"alpha": float("nan")}, r"alpha must be a positive finite number, got nan"),
+    ({"alpha": float("inf")}, r"alpha must be a positive finite number, got inf"),
+    ({"alpha": 0.0}, r"alpha must be a positive finite number, got 0.0"),
+    ({"alpha": -4.0}, r"alpha must be a positive finite number, got -4.0"),
+    ({"alpha": "16"}, r"alpha must be a positive finite number, got '16'"),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -155,6 +163,114 @@ def test_bad_constructor_arguments(kwargs, message):
 def test_from_linear_rejects_other_modules():
     with pytest.raises(TypeError, match=r"from_linear expects an nn.Linear, got Conv1d"):
         ZLinear.from_linear(nn.Conv1d(2, 2, 1))
+
+
+def test_finite_alpha_twin_is_accepted():
+    """The twin of the non-finite alpha cases: a finite positive alpha (int or float) builds."""
+    assert ZLinear(6, 5, rank=2, alpha=4).scaling == 2.0 and ZLinear(6, 5, rank=2, alpha=0.5).scaling == 0.25
+
+
+# ---------------------------------------------------------------- merge / unmerge: exact, checked, guarded
+def _random_merge_case(in_features, out_features, rank, mode, dtype, seed):
+    """A layer with random W in ``dtype`` and a modulation whose ΔW is far from 0 (entries of size ~1)."""
+    g = torch.Generator().manual_seed(seed)
+    layer = ZLinear(in_features, out_features, rank=rank, mode=mode, alpha=float(rank), dtype=dtype, bias=False)
+
+    def away_from_zero(*shape):  # |x| in [0.5, 1.5], random sign: no factor is (nearly) zero
+        return (0.5 + torch.rand(shape, generator=g)) * torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
+
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g))
+        if mode != "full":
+            layer.lora_A.copy_(away_from_zero(rank, in_features))
+            layer.lora_B.copy_(away_from_zero(out_features, rank))
+    if mode == "diag":
+        z = away_from_zero(rank)
+    elif mode == "square":
+        z = torch.eye(rank) * 2 + 0.1 * torch.randn(rank, rank, generator=g)  # well away from singular
+    else:
+        z = torch.cat([away_from_zero(rank * in_features), away_from_zero(out_features * rank)])
+    return layer, z
+
+
+@settings(max_examples=40, deadline=None)
+@given(in_features=st.integers(1, 24), out_features=st.integers(1, 24), rank=st.integers(1, 8),
+       mode=st.sampled_from(["diag", "square", "full"]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16))
+def test_unmerge_restores_the_weight_bit_for_bit(in_features, out_features, rank, mode, dtype, seed):
+    layer, z = _random_merge_case(in_features, out_features, rank, mode, dtype, seed)
+    original = layer.weight.detach().clone()
+    for _ in range(3):  # repeated round trips neither drift nor accumulate
+        layer.merge(z)
+        # twin: the merged weight does differ from the base weight, so equality below is not vacuous
+        assert not torch.equal(layer.weight, original), "merge must change the weight"
+        expected = (original.float() + layer.delta_weight(z)).to(dtype)
+        assert torch.equal(layer.weight, expected)  # W + ΔW rounded once to the weight's dtype
+        layer.unmerge()
+        assert layer.weight.dtype == dtype
+        assert torch.equal(layer.weight, original), f"unmerge changed {(layer.weight != original).sum()} weights"
+
+
+def test_bf16_round_trip_is_exact_where_subtracting_the_delta_is_not():
+    """The 64x64 bf16 case of issue 12: subtracting ΔW again changed 2,441 of 4,096 weights."""
+    layer, z = _random_merge_case(64, 64, 8, "diag", torch.bfloat16, seed=12)
+    original = layer.weight.detach().clone()
+    delta = layer.delta_weight(z)
+    subtracted = ((original.float() + delta).to(torch.bfloat16).float() - delta).to(torch.bfloat16)
+    changed = int((subtracted != original).sum())
+    assert changed > 1000, f"the old subtraction should change many bf16 weights here, changed {changed}"
+    layer.merge(z)
+    assert int((layer.weight != original).sum()) > 1000
+    layer.unmerge()
+    assert torch.equal(layer.weight, original)
+
+
+@pytest.mark.parametrize("where", ["modulation", "lora_B"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_merge_refuses_a_non_finite_delta_and_leaves_the_weight(where, bad):
+    layer, z = _random_merge_case(6, 5, 3, "diag", torch.float32, seed=0)
+    original = layer.weight.detach().clone()
+    if where == "modulation":
+        z = z.clone()
+        z[1] = bad
+    else:
+        with torch.no_grad():
+            layer.lora_B[2, 0] = bad
+    with pytest.raises(ValueError, match=r"merge: ΔW of this ZLinear \(6->5, mode='diag'\) has \d+ non-finite values "
+                                         r"\(NaN/inf\).*base weight was left unchanged"):
+        layer.merge(z)
+    assert not layer.merged and torch.equal(layer.weight, original)
+
+
+def test_merge_refuses_an_overflowing_fp16_weight():
+    layer, z = _random_merge_case(4, 3, 2, "diag", torch.float16, seed=0)
+    original = layer.weight.detach().clone()
+    big = z * 1e6  # ΔW is finite in fp32, W + ΔW is not representable in fp16 (max 65504)
+    assert torch.isfinite(layer.delta_weight(big)).all()
+    with pytest.raises(ValueError, match=r"W \+ ΔW of this ZLinear \(4->3\) has \d+ non-finite values in "
+                                         r"torch.float16 \(overflow\)"):
+        layer.merge(big)
+    assert not layer.merged and torch.equal(layer.weight, original)
+    layer.merge(z)  # twin: a modest modulation merges
+    assert layer.merged and not torch.equal(layer.weight, original)
+
+
+def test_state_dict_while_merged_is_refused():
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
+    model[0] = ZLinear.from_linear(model[0], rank=2)
+    nn.init.normal_(model[0].lora_B)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model[0].merge(torch.ones(2))
+    with pytest.raises(RuntimeError, match=r"state_dict: ZLinear 0 is merged, so its weight holds W \+ ΔW, not the "
+                                           r"base weight; call unmerge\(\) before taking a state dict"):
+        model.state_dict()
+    with pytest.raises(RuntimeError, match=r"load_state_dict: ZLinear 0 is merged; call unmerge\(\) before"):
+        model.load_state_dict(before)
+    assert not torch.equal(model[0].weight, before["0.weight"])  # twin: merged, the weight is not the base's
+    model[0].unmerge()
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    model.load_state_dict(before)  # unmerged: loading works again
 
 
 def test_merged_then_modulated_raises():
@@ -195,7 +311,7 @@ def test_modulated_restores_on_exception_and_nests():
             inner = layer(x)
         assert torch.equal(layer(x), outer)
     assert torch.equal(outer, layer(x, modulation=z1)) and torch.equal(inner, layer(x, modulation=z2))
-    assert not torch.allclose(outer, inner)
+    assert (outer - inner).abs().max() > 1e-4, "the two modulations must give different outputs"
 
 
 def test_dropout_only_on_the_adapter_path():
@@ -213,10 +329,10 @@ def test_dropout_only_on_the_adapter_path():
     def expected(inp):
         return base + layer.scaling * F.linear(F.linear(inp, layer.lora_A) * z[:, None, :], layer.lora_B)
 
-    assert torch.allclose(y, expected(dropped), atol=1e-5)
-    assert not torch.allclose(y, expected(x), atol=1e-3)  # twin: dropout did act on the adapter input
+    torch.testing.assert_close(y, expected(dropped), rtol=1e-5, atol=1e-5)
+    assert (y - expected(x)).abs().max() > 1e-3, "dropout must act on the adapter input"
     layer.eval()
-    assert torch.allclose(layer(x, modulation=z), expected(x), atol=1e-5)
+    torch.testing.assert_close(layer(x, modulation=z), expected(x), rtol=1e-5, atol=1e-5)
 
 
 def test_import_zhyper_stays_light():

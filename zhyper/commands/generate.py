@@ -4,6 +4,10 @@
 that ``PeftModel.from_pretrained(base, DIR)``, vLLM or any LoRA server loads.
 --format zhyper: modulation.safetensors holding what the hypernetwork emitted for the
 description (``modulation`` for diag/square, ``modulation.<type>`` for full), plus description.txt.
+
+--out must not be (or lie inside) the --checkpoint folder or a local --base folder: the command
+never writes into a folder it reads from. Other files already in --out are kept; a modulation or
+trained tensor with a NaN/inf is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -14,13 +18,21 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
     parser.add_argument("--description", required=True, help="the context description, e.g. 'Answer like a German.'")
-    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (its files written atomically; other files there are kept)")
     parser.add_argument("--format", choices=("peft", "zhyper"), default="peft")
     parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    from zhyper.io import same_folder
+
+    for flag, source in (("--checkpoint", args.checkpoint), ("--base", args.base)):
+        if source and Path(source).is_dir() and same_folder(source, args.out):
+            raise ValueError(f"--out {args.out} is the {flag} folder {source} (or inside it): zhyper generate never "
+                             f"writes into a folder it reads from; choose another --out")
 
     from zhyper.model import ZhyperModel
 
@@ -31,10 +43,13 @@ def run(args: argparse.Namespace) -> int:
         from safetensors.torch import save_file
 
         from zhyper.io import atomic_folder
+        from zhyper.pretrained import check_finite, check_output_folder
 
+        check_output_folder(model, Path(args.out), "zhyper generate")
         modulation = model.modulation_for([args.description])
         tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)
                    else {f"modulation.{t}": m[0] for t, m in modulation.items()})
+        check_finite(tensors, f"zhyper generate: the hypernetwork's output for {args.description!r}")
         with atomic_folder(args.out) as tmp:
             save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()},
                       str(tmp / "modulation.safetensors"))

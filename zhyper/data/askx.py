@@ -8,8 +8,14 @@ naming the subreddit CSV), ``csv/<Subreddit>.csv`` (any subset) and the paper's 
 
 One example per CSV row (a submission/comment pair): question = submission title (plus the
 submission text when ``include_body``), answer = the response field. Rows with the wrong number
-of fields, a CSV error, or an empty question/answer are skipped and counted per file. Seen
-cultures: rows [0, 90%) "train", the rest "validation"; unseen cultures: the first 500 "unseen".
+of fields, a CSV error, or an empty question/answer are skipped, counted per file (``skipped``)
+and logged with the first lines concerned: Reddit data has deleted comments and the odd broken
+row, so skipping is the default here (never an answer "None"). A CSV without a column the loader
+needs (``submission_title``, the response field, ``submission_text`` with ``include_body``, a
+template field) is an error naming the file and the column, and so is a culture left without a
+usable row. Bytes that are not valid UTF-8 are replaced by U+FFFD, counted per file
+(``decode_errors``) and logged. Seen cultures: rows [0, 90%) "train", the rest "validation";
+unseen cultures: the first 500 "unseen".
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .base import ContextData, positional_split, split_descriptions
-from .metadata import TaskSpec, read_yaml
+from .metadata import DecodeCount, TaskSpec, read_yaml, utf8_lines
 
 logger = logging.getLogger(__name__)
 
@@ -77,37 +83,62 @@ class AskXData(ContextData):
     """ContextData of AskX; extra columns culture, question, answer (context == culture).
 
     skipped: {csv file name: malformed rows skipped}; missing_data: cultures of the setting that
-    have descriptions but no CSV present (left out of the examples and the context lists).
+    have descriptions but no CSV present (left out of the examples and the context lists);
+    decode_errors: {csv file name: bytes that were not valid UTF-8, replaced by U+FFFD} (files
+    without such bytes are not listed).
     """
 
     skipped: dict[str, int] = field(default_factory=dict)
     missing_data: list[str] = field(default_factory=list)
+    decode_errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CsvTable:
+    """One CSV read leniently: header, good rows (with the line each starts on), what was skipped."""
+
+    path: Path
+    header: list[str]
+    rows: list[dict[str, str]]
+    lines: list[int]
+    skipped: list[tuple[int, str]]  # (line, why)
+    decode: DecodeCount
+
+
+def read_csv(path: Path) -> CsvTable:
+    """Parse one CSV (quoted newlines kept); malformed rows are collected with their line, not raised."""
+    csv.field_size_limit(1 << 30)
+    decode = DecodeCount(Path(path))
+    reader = csv.reader(utf8_lines(Path(path), decode))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty CSV, expected a header row") from None
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num}: CSV error in the header: {err}") from None
+    rows, lines, skipped = [], [], []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            skipped.append((start, f"CSV error: {err}"))
+            continue
+        if len(row) != len(header):
+            skipped.append((start, f"{len(row)} fields, the header has {len(header)}"))
+            continue
+        rows.append(dict(zip(header, row)))
+        lines.append(start)
+    decode.warn()
+    return CsvTable(Path(path), header, rows, lines, skipped, decode)
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, str]], int]:
     """(rows as dicts, number of malformed rows skipped) of one CSV; quoted newlines are kept."""
-    csv.field_size_limit(1 << 30)
-    rows, skipped = [], 0
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ValueError(f"{path}: empty CSV, expected a header row") from None
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                logger.warning("%s: CSV error near line %d skipped: %s", path, reader.line_num, err)
-                skipped += 1
-                continue
-            if len(row) != len(header):
-                skipped += 1
-                continue
-            rows.append(dict(zip(header, row)))
-    return rows, skipped
+    table = read_csv(path)
+    return table.rows, len(table.skipped)
 
 
 def _resolve_setting(root: Path, setting: str | Path | AskXSetting) -> AskXSetting:
@@ -158,27 +189,41 @@ def load_askx(root: str | Path, setting: str | Path | AskXSetting = "countries",
         raise ValueError(f"setting: cultures {unknown} are not in {root / 'cultures'}; known cultures: {known}")
     cols: dict[str, list] = {k: [] for k in ("context", "culture", "question", "answer", "prompt", "response", "split",
                                              "system")}
-    descriptions, heldout, skipped, missing, present = {}, {}, {}, [], set()
+    descriptions, heldout, skipped, missing, present, decode = {}, {}, {}, [], set(), {}
     for culture in (*st.seen, *st.unseen):
         spec = TaskSpec.from_file(root / "cultures" / culture / "metadata.yaml")
         path = _csv_path(spec, root, Path(csv_dir) if csv_dir else None)
         if path is None:
             missing.append(culture)
             continue
-        rows, n_bad = read_rows(path)
-        spec.check_columns([*(rows[0] if rows else {}), "question"], str(path))
-        good = []
-        for row in rows:
-            question = row.get("submission_title", "").strip()
+        table = read_csv(path)
+        needed = ["submission_title", spec.response_field] + (["submission_text"] if include_body else [])
+        absent = [c for c in needed if c not in table.header]
+        if absent:
+            raise ValueError(f"{path}: no column {absent[0]!r} (culture {culture!r} needs {needed}); columns of the "
+                             f"file: {table.header}")
+        spec.check_columns([*table.header, "question"], str(path))
+        good, bad = [], list(table.skipped)
+        for row, line in zip(table.rows, table.lines):
+            question = row["submission_title"].strip()
             body = row.get("submission_text", "").strip()
             if include_body and body:
                 question = f"{question}\n\n{body}"
-            answer = str(row[spec.response_field]).strip()
+            answer = row[spec.response_field].strip()
             if not question or not answer:
-                n_bad += 1
+                bad.append((line, "empty question" if not question else f"empty {spec.response_field}"))
                 continue
-            good.append((question, answer, {**row, "question": question}))
-        skipped[path.name] = n_bad
+            good.append((question, answer, {**row, "question": question}, line))
+        n_bad = skipped[path.name] = len(bad)
+        if table.decode.bad_bytes:
+            decode[path.name] = table.decode.bad_bytes
+        if bad:
+            shown = "; ".join(f"line {ln}: {why}" for ln, why in sorted(bad)[:3])
+            logger.warning("%s: skipped %d of %d rows (%s%s)", path, len(bad), len(bad) + len(good), shown,
+                           "; ..." if len(bad) > 3 else "")
+        if not good:
+            raise ValueError(f"{path}: culture {culture!r} has no usable row ({len(bad)} skipped: "
+                             f"{'; '.join(f'line {ln}: {why}' for ln, why in sorted(bad)[:3]) or 'no data rows'})")
         if culture in st.unseen:
             good = good[:st.max_unseen_examples] if st.max_unseen_examples is not None else good
             splits = ["unseen"] * len(good)
@@ -186,8 +231,9 @@ def load_askx(root: str | Path, setting: str | Path | AskXSetting = "countries",
             cut = positional_split(len(good), st.train_fraction)
             splits = ["train"] * cut + ["validation"] * (len(good) - cut)
         system = "" if drop_system_message else spec.system_message
-        for (question, answer, row), split in zip(good, splits):
-            for k, v in zip(cols, (culture, culture, question, answer, spec.prompt(row), answer, split, system)):
+        for (question, answer, row, line), split in zip(good, splits):
+            prompt = spec.prompt(row, where=f"{path} line {line}")
+            for k, v in zip(cols, (culture, culture, question, answer, prompt, answer, split, system)):
                 cols[k].append(v)
         present.add(culture)
         evals = list(st.eval_descriptions.get(culture, ()))
@@ -206,4 +252,5 @@ def load_askx(root: str | Path, setting: str | Path | AskXSetting = "countries",
         raise ValueError(f"root: none of the setting's cultures has a CSV under {csv_dir or root / 'csv'}; "
                          f"missing: {missing}")
     return AskXData(Dataset.from_dict(cols), descriptions, heldout, [c for c in st.seen if c in present],
-                    [c for c in st.unseen if c in present], skipped=skipped, missing_data=missing)
+                    [c for c in st.unseen if c in present], skipped=skipped, missing_data=missing,
+                    decode_errors=decode)

@@ -1,14 +1,28 @@
-"""Reading the T2L / Zhyper ``metadata.yaml`` of a task or culture, and applying its prompt template."""
+"""Reading the T2L / Zhyper ``metadata.yaml`` of a task or culture, applying its prompt template to a
+data row, and reading data files as UTF-8 text with the invalid bytes counted.
+
+Rows: a template field or the response field that is missing from a row or null (``None``; an
+empty CSV cell) is a ``RowError`` naming the file and line, never the text "None".
+
+Text: data files are decoded as UTF-8 (a byte-order mark is dropped). Bytes that are not valid
+UTF-8 (a Latin-1 file, a damaged line) are replaced by U+FFFD, counted per file (``DecodeCount``)
+and reported with a warning naming the file, the count and the first line: lenient, because
+real scraped data (AskX) has a few such bytes, and visible, because the count is also returned
+on the loaders' data (``decode_errors``).
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .base import check_descriptions
+
+logger = logging.getLogger(__name__)
 
 KNOWN_KEYS = ("descriptions", "user_prompt_template", "response_field", "assistant_prefill", "assistant_postfill",
               "system_message", "ds_kwargs", "task_name")
@@ -20,8 +34,44 @@ def read_yaml(path: Path) -> Any:
 
     try:
         return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+                         "save the file as UTF-8") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: malformed YAML: {err}") from err
+
+
+class RowError(ValueError):
+    """A data row that cannot be used: a required field missing or null, or a template that cannot be filled."""
+
+
+class _NullField(Exception):
+    def __init__(self, name: str, missing: bool):
+        super().__init__(name)
+        self.name, self.missing = name, missing
+
+
+class _RowFormatter(string.Formatter):
+    """``str.format_map`` that refuses a missing or null field instead of writing "None"."""
+
+    def get_field(self, field_name, args, kwargs):
+        from _string import formatter_field_name_split
+
+        first, rest = formatter_field_name_split(field_name)
+        if first not in kwargs:
+            raise _NullField(str(first), missing=True)
+        obj, path = kwargs[first], str(first)
+        for is_attr, key in rest:
+            if obj is None:
+                raise _NullField(path, missing=False)
+            obj = getattr(obj, key) if is_attr else obj[key]
+            path += f".{key}" if is_attr else f"[{key}]"
+        if obj is None:
+            raise _NullField(path, missing=False)
+        return obj, first
+
+
+_FORMATTER = _RowFormatter()
 
 
 @dataclass(frozen=True)
@@ -73,16 +123,31 @@ class TaskSpec:
             raise ValueError(f"{self.source}: response_field {self.response_field!r} is not a column of {data_source}; "
                              f"columns: {list(columns)}")
 
-    def prompt(self, row: Mapping[str, Any], index: int = -1) -> str:
-        """The user message for one data row; a row that lacks a nested field names the row."""
-        try:
-            return self.user_prompt_template.format_map(row)
-        except (KeyError, IndexError, TypeError, AttributeError) as err:
-            raise ValueError(f"{self.source}: user_prompt_template cannot be filled from data row {index}: "
-                             f"{type(err).__name__}: {err}") from err
+    def prompt(self, row: Mapping[str, Any], index: int = -1, where: str | None = None) -> str:
+        """The user message for one data row.
 
-    def response(self, row: Mapping[str, Any]) -> str:
-        return f"{self.assistant_prefill}{row[self.response_field]}{self.assistant_postfill}"
+        A field that is missing or null (at any depth, e.g. ``{choices[text][0]}``) or a nested
+        lookup that fails raises ``RowError`` naming ``where`` (e.g. "data.jsonl line 3") or the row index.
+        """
+        where = where or f"data row {index}"
+        try:
+            return _FORMATTER.vformat(self.user_prompt_template, (), row)
+        except _NullField as err:
+            state = "missing" if err.missing else "null"
+            raise RowError(f"{where}: field {err.name!r} is {state}, but the user_prompt_template of {self.source} "
+                           "needs it") from None
+        except (KeyError, IndexError, TypeError, AttributeError) as err:
+            raise RowError(f"{where}: the user_prompt_template of {self.source} cannot be filled from this row: "
+                           f"{type(err).__name__}: {err}") from err
+
+    def response(self, row: Mapping[str, Any], where: str | None = None) -> str:
+        """prefill + row[response_field] + postfill; a missing or null response field raises ``RowError``."""
+        value = row.get(self.response_field) if isinstance(row, Mapping) else None
+        if value is None:
+            state = "missing" if self.response_field not in row else "null"
+            raise RowError(f"{where or 'data row'}: response field {self.response_field!r} is {state} "
+                           f"(response_field of {self.source})")
+        return f"{self.assistant_prefill}{value}{self.assistant_postfill}"
 
 
 def template_fields(template: str, source: str) -> list[str]:
@@ -101,3 +166,45 @@ def template_fields(template: str, source: str) -> list[str]:
         if root not in names:
             names.append(root)
     return names
+
+
+_BAD_BYTES = re.compile("[\udc80-\udcff]+")
+
+
+@dataclass
+class DecodeCount:
+    """Bytes of one file that were not valid UTF-8 (each replaced by U+FFFD), and where the first was."""
+
+    path: Path
+    bad_bytes: int = 0
+    bad_lines: int = 0
+    first_line: int | None = None
+
+    def clean(self, text: str, line: int) -> str:
+        """``text`` decoded with surrogateescape -> every undecodable byte counted and replaced by U+FFFD."""
+        n = 0
+
+        def replace(match):
+            nonlocal n
+            n += len(match.group())
+            return "\ufffd" * len(match.group())
+
+        text = _BAD_BYTES.sub(replace, text)
+        if n:
+            self.bad_bytes += n
+            self.bad_lines += 1
+            self.first_line = self.first_line or line
+        return text
+
+    def warn(self) -> None:
+        if self.bad_bytes:
+            logger.warning("%s: %d bytes on %d lines are not valid UTF-8 (e.g. Latin-1; first at line %d); each was "
+                           "replaced by U+FFFD. Re-encode the file as UTF-8 to keep those characters",
+                           self.path, self.bad_bytes, self.bad_lines, self.first_line)
+
+
+def utf8_lines(path: Path, count: DecodeCount) -> Iterator[str]:
+    """The lines of ``path`` (line ends kept, as ``csv`` needs), invalid UTF-8 bytes counted into ``count``."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        for i, line in enumerate(fh, 1):
+            yield count.clean(line, i) if _BAD_BYTES.search(line) else line

@@ -105,7 +105,11 @@ class ZLinear(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
-        if not 0.0 <= dropout < 1.0:
+        if (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha)
+                or alpha <= 0):
+            raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+        if (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not math.isfinite(dropout)
+                or not 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"in_features and out_features must be positive, got {in_features}, {out_features}")
@@ -124,8 +128,11 @@ class ZLinear(nn.Module):
             self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=adapter_dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self._modulation: torch.Tensor | None = None
-        self._merged: torch.Tensor | None = None  # the delta folded into weight, while merged
+        self._merged: torch.Tensor | None = None  # an exact copy of the weight merge() overwrote, while merged
         self.adapter_enabled = True
+        # While merged, weight holds W + ΔW: a state dict taken or loaded then would be silently wrong.
+        self.register_state_dict_pre_hook(_refuse_while_merged)
+        self.register_load_state_dict_pre_hook(_refuse_load_while_merged)
         if device is None or torch.device(device).type != "meta":
             self.reset_parameters()
 
@@ -273,20 +280,56 @@ class ZLinear(nn.Module):
 
     @torch.no_grad()
     def merge(self, modulation: torch.Tensor) -> None:
-        """Fold one context's ΔW into the base weight (for serving that one context)."""
+        """Fold one context's ΔW into the base weight (for serving that one context).
+
+        The weight is changed in place (tied views see it too). Before it is touched, ΔW and the
+        merged weight W + ΔW (rounded to W's dtype) are checked to be finite, as PEFT's
+        ``safe_merge``: a NaN/inf raises ``ValueError`` and leaves the weight as it was.
+
+        Memory: an exact copy of the overwritten weight is kept until ``unmerge`` (out x in in the
+        weight's dtype: as much again as the weight itself, e.g. 2 bytes per weight in bf16), so
+        that ``unmerge`` restores it bit for bit in every dtype. While merged, ``state_dict`` and
+        ``load_state_dict`` raise: the weight then holds W + ΔW, not the base weight.
+        """
         if self._merged is not None:
             raise ValueError("ZLinear is already merged; call unmerge() first")
-        delta = self.delta_weight(modulation)
-        self.weight.copy_(self.weight.float() + delta)  # in place: tied views of the weight see it too
-        self._merged = delta
+        delta = self.delta_weight(modulation).to(self.weight.device)
+        bad = int((~torch.isfinite(delta)).sum())
+        if bad:
+            raise ValueError(f"merge: ΔW of this ZLinear ({self.in_features}->{self.out_features}, "
+                             f"mode={self.mode!r}) has {bad} non-finite values (NaN/inf) out of {delta.numel()}; "
+                             "check the modulation and lora_A / lora_B. The base weight was left unchanged")
+        merged = (self.weight.float() + delta).to(self.weight.dtype)
+        bad = int((~torch.isfinite(merged)).sum())
+        if bad:
+            raise ValueError(f"merge: W + ΔW of this ZLinear ({self.in_features}->{self.out_features}) has {bad} "
+                             f"non-finite values in {self.weight.dtype} (overflow); the base weight was left unchanged")
+        original = self.weight.detach().clone()
+        self.weight.copy_(merged)  # in place: tied views of the weight see it too
+        self._merged = original
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract the merged ΔW again (exact up to floating-point rounding)."""
+        """Restore the weight merge() overwrote, bit for bit (from the copy merge() kept)."""
         if self._merged is None:
             raise ValueError("ZLinear is not merged; nothing to unmerge")
-        self.weight.copy_(self.weight.float() - self._merged)
+        self.weight.copy_(self._merged)
         self._merged = None
+
+
+def _refuse_while_merged(module: "ZLinear", prefix: str, keep_vars: bool) -> None:
+    """state_dict pre-hook: a merged layer's weight is W + ΔW, which no checkpoint should take for W."""
+    if module._merged is not None:
+        raise RuntimeError(f"state_dict: ZLinear {prefix.rstrip('.') or '(root)'} is merged, so its weight holds "
+                           "W + ΔW, not the base weight; call unmerge() before taking a state dict (or export the "
+                           "merged model with ZhyperModel.merge)")
+
+
+def _refuse_load_while_merged(module: "ZLinear", state_dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: loading into a merged layer would be undone (or corrupted) by unmerge()."""
+    if module._merged is not None:
+        raise RuntimeError(f"load_state_dict: ZLinear {prefix.rstrip('.') or '(root)'} is merged; call unmerge() "
+                           "before loading weights into it")
 
 
 def _per_sample(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
