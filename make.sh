@@ -34,7 +34,7 @@ case "$cmd" in
   train)
     setup
     exec "$VENV/bin/deepspeed" --num_gpus 2 --master_port "${ZHYPER_PORT:-29531}" launch/train.py \
-      --ds_config launch/configs/zero3.json --config launch/configs/default.yaml "$@" ;;
+      --ds_config launch/configs/zero2.json --config launch/configs/default.yaml "$@" ;;
   bench)
     setup
     # bf16 at the 4096 shape takes over an hour on CPUs without native bf16: run it by hand if wanted.

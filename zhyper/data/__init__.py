@@ -16,6 +16,7 @@ _LAZY = {
     "builtin_suite": "zhyper.data.builtin",
     "load_tasks": "zhyper.data.tasks",
     "TaskSpec": "zhyper.data.tasks",
+    "TaskData": "zhyper.data.tasks",
     "load_askx": "zhyper.data.askx",
     "AskXData": "zhyper.data.askx",
     "AskXSetting": "zhyper.data.askx",

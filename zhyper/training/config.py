@@ -61,6 +61,8 @@ class DataConfig:
     data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "tasks: {task: local file}"})
     drop_system_message: bool = field(default=True, metadata={
         "help": "askx: drop the culture-naming system message (it leaks the context into the prompt)"})
+    skip_bad_rows: bool = field(default=False, metadata={
+        "help": "tasks: skip (and count) rows with missing/null fields or parse errors instead of stopping"})
     contexts: list[str] = field(default_factory=list, metadata={
         "help": "train and evaluate on these contexts only (seen/unseen roles kept); empty: all"})
     n_contexts: int = field(default=8, metadata={"help": "distinct contexts per optimizer step (global)"})
