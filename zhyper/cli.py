@@ -19,6 +19,8 @@ COMMANDS = {
     "chat": "answer a prompt with a Zhyper checkpoint conditioned on a description",
     "theory": "empirical Rademacher complexity: verify the paper's bounds",
     "base-model": "convert the shipped SmolLM2-135M-Instruct GGUF into a cached HF folder and print its path",
+    "plan": "per-rank memory and computed step time of a run before it starts: does it fit, what to change",
+    "serve": "OpenAI-compatible HTTP server: each request brings its own description, batched together",
 }
 
 

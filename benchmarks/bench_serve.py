@@ -1,0 +1,233 @@
+"""Serving speed: many descriptions in one batch against its peers, in one process, on SmolLM2-135M-Instruct.
+
+    .venv/bin/python benchmarks/bench_serve.py            # full: 1/8/32/64 descriptions, 1/8/32 clients
+    .venv/bin/python benchmarks/bench_serve.py --quick    # a small check that everything runs
+
+1. Throughput (library, no HTTP): n requests in flight, each generating --tokens tokens (end of turn
+   ignored, so every run does the same work), with
+     zhyper/n     n distinct descriptions through the engine (one modulation row each; the
+                  description -> modulation cache warm, as in steady serving)
+     zhyper/1     the same load with one description for all rows           ratio (a)
+     base         the plain base model, one HF ``generate`` batch               ratio (b)  target >= 0.95 at n = 64
+     peft/n       PEFT's mixed-adapter batch over the n exported adapters     ratio (c)  target >= 3 at n = 64
+                  (``export_peft`` each, ``load_adapter``, ``generate(adapter_names=...)``)
+2. Latency over HTTP (loopback, a live uvicorn server, the official ``openai`` async client): c
+   concurrent clients, each sending --requests requests with distinct descriptions; p50 / p95.
+3. HTTP overhead at the largest client count: wall time of those c concurrent HTTP requests against
+   the same c requests through the library call (``Engine.generate``). Target <= 5 %.
+
+Times are medians over interleaved repetitions (other jobs share the machine): only ratios mean
+something. Nothing here is a pass/fail on an absolute time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+PROMPTS = ["What is the capital of France?", "Name three colours.", "How many legs has a spider?",
+           "Explain why the sky is blue.", "Give me a fruit that is yellow.", "What is 12 times 7?",
+           "Who wrote Hamlet?", "Describe a cat in one sentence."]
+
+
+def descriptions(n: int, offset: int = 0) -> list[str]:
+    return [f"Answer in the style number {offset + i}, with care." for i in range(n)]
+
+
+def prompts(n: int) -> list[str]:
+    return [PROMPTS[i % len(PROMPTS)] for i in range(n)]
+
+
+def _median_interleaved(fns: dict, reps: int) -> dict:
+    times = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up (also fills the modulation cache, loads adapters' kernels)
+        fn()
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def build(tmp: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from zhyper import ZhyperConfig, ZhyperModel
+    from zhyper.base_model import smollm2_path
+
+    torch.manual_seed(0)
+    model = ZhyperModel.from_base("smollm2", ZhyperConfig(mode="diag", rank=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a non-trivial adapter: every path runs, descriptions differ
+        g = torch.Generator().manual_seed(1)
+        for m in model.layout:
+            layer = model.base.get_submodule(m.name)
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * 0.01)
+        for head in model.hypernet.heads.values():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.05)
+    model.eval()
+    base = AutoModelForCausalLM.from_pretrained(smollm2_path(), dtype=torch.float32).eval()
+    return model, base
+
+
+def throughput(model, base, sizes, tokens, reps, tmp: Path) -> list[dict]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from zhyper.base_model import smollm2_path
+    from zhyper.generation import format_prompts
+    from zhyper.serving.engine import Engine
+
+    tok = model.tokenizer
+    engine = Engine(model, max_batch=max(sizes), max_queue=4 * max(sizes), cache_size=4 * max(sizes)).start()
+    n_max = max(sizes)
+    all_desc = descriptions(n_max)
+    t0 = time.perf_counter()
+    adapter_dirs = [model.export_peft(d, tmp / f"adapter{i}") for i, d in enumerate(all_desc)]
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_path(), dtype=torch.float32),
+                                     str(adapter_dirs[0]), adapter_name="a0")
+    for i, d in enumerate(adapter_dirs[1:], start=1):
+        peft.load_adapter(str(d), adapter_name=f"a{i}")
+    peft.eval()
+    print(f"exported and loaded {n_max} PEFT adapters in {time.perf_counter() - t0:.1f} s")
+
+    rows = []
+    for n in sizes:
+        ps, ds = prompts(n), all_desc[:n]
+        side = tok.padding_side
+        tok.padding_side = "left"
+        batch = tok(format_prompts(tok, ps, ds), return_tensors="pt", padding=True, add_special_tokens=False)
+        tok.padding_side = side
+        hf = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+
+        def run_zhyper(descs):
+            out = engine.generate(ps, descs, max_tokens=tokens, ignore_eos=True)
+            assert all(o["usage"]["completion_tokens"] == tokens for o in out)
+
+        def run_base():
+            with torch.inference_mode():
+                base.generate(**batch, **hf)
+
+        def run_peft():
+            with torch.inference_mode():
+                peft.generate(**batch, adapter_names=[f"a{i}" for i in range(n)], **hf)
+
+        fns = {"zhyper_n": lambda: run_zhyper(ds), "zhyper_1": lambda: run_zhyper([ds[0]] * n), "base": run_base,
+               "peft_n": run_peft}
+        t = _median_interleaved(fns, reps)
+        tps = {k: n * tokens / v for k, v in t.items()}
+        row = {"n": n, **{f"{k}_tok_s": v for k, v in tps.items()},
+               "vs_one_description": tps["zhyper_n"] / tps["zhyper_1"], "vs_base": tps["zhyper_n"] / tps["base"],
+               "vs_peft": tps["zhyper_n"] / tps["peft_n"]}
+        rows.append(row)
+        print(f"n={n:3d}  zhyper/n {tps['zhyper_n']:8.1f} tok/s  zhyper/1 {tps['zhyper_1']:8.1f}  base "
+              f"{tps['base']:8.1f}  peft/n {tps['peft_n']:8.1f}   ratios: vs one description "
+              f"{row['vs_one_description']:.3f}  vs base {row['vs_base']:.3f}  vs PEFT {row['vs_peft']:.2f}x",
+              flush=True)
+    engine.stop()
+    return rows
+
+
+def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], dict]:
+    import openai
+
+    from zhyper.serving.app import BackgroundServer, create_app
+    from zhyper.serving.engine import Engine
+
+    c_max = max(clients_list)
+    engine = Engine(model, max_batch=c_max, max_queue=4 * c_max * requests, cache_size=4 * c_max * requests)
+    server = BackgroundServer(create_app(engine, {}))
+    rows, overhead = [], {}
+    try:
+        client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=600,
+                                    http_client=None)
+
+        async def one(prompt, description):
+            t = time.perf_counter()
+            out = await client.chat.completions.create(
+                model="zhyper", messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0,
+                extra_body={"description": description, "ignore_eos": True})
+            assert out.usage.completion_tokens == tokens
+            return time.perf_counter() - t
+
+        async def clients(c, rounds):
+            descs = descriptions(c * rounds, offset=1000)
+
+            async def client_loop(k):
+                return [await one(PROMPTS[k % len(PROMPTS)], descs[k * rounds + j]) for j in range(rounds)]
+
+            return [x for xs in await asyncio.gather(*(client_loop(k) for k in range(c))) for x in xs]
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(clients(c_max, 1))  # warm-up: connections, descriptions' modulations
+        for c in clients_list:
+            lat = sorted(loop.run_until_complete(clients(c, requests)))
+            p50 = statistics.median(lat)
+            p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+            rows.append({"clients": c, "requests": len(lat), "p50_s": p50, "p95_s": p95})
+            print(f"clients={c:3d}  {len(lat):3d} requests  latency p50 {p50:.3f} s  p95 {p95:.3f} s", flush=True)
+
+        # HTTP overhead: the same c_max requests (same prompts, descriptions, tokens) over HTTP vs the library
+        ps, ds = [PROMPTS[k % len(PROMPTS)] for k in range(c_max)], descriptions(c_max, offset=1000)
+
+        def over_http():
+            async def all_():
+                await asyncio.gather(*(one(p, d) for p, d in zip(ps, ds)))
+            loop.run_until_complete(all_())
+
+        def library():
+            engine.generate(ps, ds, max_tokens=tokens, ignore_eos=True)
+
+        t = _median_interleaved({"http": over_http, "library": library}, reps)
+        overhead = {"clients": c_max, "http_s": t["http"], "library_s": t["library"],
+                    "overhead": t["http"] / t["library"] - 1.0}
+        print(f"HTTP overhead at {c_max} clients: HTTP {t['http']:.3f} s vs library {t['library']:.3f} s -> "
+              f"{100 * overhead['overhead']:+.1f} %", flush=True)
+        loop.run_until_complete(client.close())
+        loop.close()
+    finally:
+        server.close()
+    return rows, overhead
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that every part runs")
+    parser.add_argument("--sizes", type=int, nargs="+", help="descriptions in flight (default 1 8 32 64)")
+    parser.add_argument("--clients", type=int, nargs="+", help="concurrent HTTP clients (default 1 8 32)")
+    parser.add_argument("--tokens", type=int, help="tokens generated per request (default 32)")
+    parser.add_argument("--requests", type=int, help="requests per client in the latency runs (default 3)")
+    parser.add_argument("--reps", type=int, help="timed repetitions (default 3)")
+    args = parser.parse_args()
+    quick = dict(sizes=[1, 4], clients=[1, 4], tokens=8, requests=1, reps=1)
+    full = dict(sizes=[1, 8, 32, 64], clients=[1, 8, 32], tokens=32, requests=3, reps=3)
+    opts = {k: getattr(args, k) if getattr(args, k) is not None else (quick if args.quick else full)[k] for k in full}
+
+    import torch
+
+    print(f"torch threads {torch.get_num_threads()}; {opts}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, base = build(Path(tmp))
+        rows = throughput(model, base, opts["sizes"], opts["tokens"], opts["reps"], Path(tmp))
+    del base
+    lat, overhead = latency(model, opts["clients"], opts["requests"], opts["tokens"], opts["reps"])
+    last = rows[-1]
+    print(f"\nsummary: at n={last['n']}: {last['vs_base']:.3f}x the base model (target >= 0.95 at n=64), "
+          f"{last['vs_peft']:.2f}x PEFT's mixed-adapter batch (target >= 3 at n=64), "
+          f"{last['vs_one_description']:.3f}x one description; HTTP overhead at {overhead['clients']} clients "
+          f"{100 * overhead['overhead']:+.1f} % (target <= 5 % at 32)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""The batching engine: one thread, one decode loop, every request a row with its own modulation.
+
+Requests wait in a bounded queue (``submit`` raises ``QueueFull`` past ``max_queue``). Before every
+decode step the loop admits waiting requests up to ``max_batch`` rows (continuous batching):
+
+    admit   prompts of the new rows, left-padded to their longest, one forward with their
+            modulation rows into a fresh DynamicCache -> each row's first token;
+            merged into the running batch: KV tensors and the attention mask left-padded to the
+            longer of the two, then concatenated along the batch dimension
+    step    one token for every row: input (b, 1), attention mask (b, T + 1), explicit position
+            ids (each row's own count of real tokens, so padding never shifts RoPE), the batch's
+            modulation (b, L, T, *shape) set on every ZLinear for the forward
+    leave   rows that finished (end of turn, a stop string, max_tokens, cancelled) are dropped from
+            the KV cache, the mask, the positions and the modulation at once; mask columns that
+            are padding for every remaining row are cut off the front of the cache
+
+A finished row's response completes at once; it never waits for the longest row. Padding slots hold
+zero keys/values and are masked, so a row's tokens are those it would get alone, up to
+floating-point summation order (greedy rows equal ``ZhyperModel.generate``; tests check it).
+
+Each request gets events through its ``sink`` (called on the engine thread; keep it cheap):
+``Event("text", text=...)`` for new answer text, then exactly one ``Event("finish", ...)`` with
+the whole answer, the finish reason and the token usage, or ``Event("error", message=...)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from zhyper.layers.inject import modulate
+
+from .cache import ModulationCache, cat_rows, select_rows
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    """The engine's waiting queue holds ``max_queue`` requests already."""
+
+
+class EngineStopped(RuntimeError):
+    """The engine is not running (never started, or stopped)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode one request. temperature 0 is greedy (argmax); top_p 1 keeps every token."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens: expected an int >= 1, got {self.max_tokens!r}")
+        if not 0.0 <= float(self.temperature) <= 2.0:
+            raise ValueError(f"temperature: expected a number in [0, 2], got {self.temperature!r}")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise ValueError(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop: expected a tuple of non-empty strings, got {self.stop!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Event:
+    """What the engine tells a request: ``text`` (a new piece of the answer), ``finish`` or ``error``."""
+
+    kind: str
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict | None = None
+    message: str | None = None
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation: prompt token ids, a description (None: the base model), how to decode, where to report."""
+
+    prompt_ids: list[int]
+    description: str | None
+    params: SamplingParams
+    sink: Callable[[Event], None]
+    id: int = field(default_factory=lambda: next(_ids))
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Ask the engine to drop this request (it leaves the batch before the next step)."""
+        self.cancelled = True
+
+
+class _Detokenizer:
+    """Incremental text of a growing token list (tokenizers' DecodeStream: O(1) per token, holds back
+    incomplete UTF-8); the final text is the full decode, exactly what ``tokenizer.decode`` gives."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers.decoders import DecodeStream
+
+            self._backend, self._stream = backend, DecodeStream(skip_special_tokens=True)
+        else:
+            self._backend = self._stream = None
+        self.ids: list[int] = []
+        self.text = ""
+
+    def add(self, token: int) -> None:
+        self.ids.append(token)
+        if self._stream is not None:
+            piece = self._stream.step(self._backend, token)
+            if piece:
+                self.text += piece
+        else:
+            self.text = self.full()
+
+    def full(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+
+class _Row:
+    """A request while it is in the running batch."""
+
+    def __init__(self, request: Request, tokenizer, device: torch.device):
+        self.request = request
+        self.params = request.params
+        self.detok = _Detokenizer(tokenizer)
+        self.n_generated = 0
+        self.emitted = 0  # characters of detok.text already sent
+        self.finished = False
+        self.generator = None
+        if not self.params.greedy and self.params.seed is not None:
+            self.generator = torch.Generator(device=device).manual_seed(int(self.params.seed))
+
+
+def _stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """Characters at the end of ``text`` that could be the start of a stop string (not sent yet)."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return hold
+
+
+class Engine:
+    """Continuous batching over a ZhyperModel with one modulation row per request.
+
+    Args:
+        model: a ZhyperModel with a tokenizer (put in eval mode).
+        max_batch: most rows decoded together.
+        max_queue: most requests waiting to be admitted; ``submit`` raises ``QueueFull`` beyond.
+        cache_size: entries of the description -> modulation LRU (0 disables it).
+        default_max_tokens: max_tokens of a request that sets none (capped by the context length).
+    """
+
+    def __init__(self, model, max_batch: int = 32, max_queue: int = 256, cache_size: int = 1024,
+                 default_max_tokens: int = 256):
+        for name, value, low in (("max_batch", max_batch, 1), ("max_queue", max_queue, 1),
+                                 ("default_max_tokens", default_max_tokens, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        if model.tokenizer is None:
+            raise ValueError("model: the engine needs a tokenizer (load the checkpoint with its base model's)")
+        self.model = model.eval()
+        self.base, self.layout, self.tokenizer = model.base, model.layout, model.tokenizer
+        self.max_batch, self.max_queue, self.default_max_tokens = max_batch, max_queue, default_max_tokens
+        self.cache = ModulationCache(model, cache_size)
+        self.device = next(iter(self.base.parameters())).device
+        cfg = getattr(self.base, "config", None)
+        self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+        eos = getattr(getattr(self.base, "generation_config", None), "eos_token_id", None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.append(self.tokenizer.eos_token_id)
+        self.eos_ids = frozenset(int(e) for e in eos)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        params = inspect.signature(self.base.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep_logits = "logits_to_keep" in params
+        self._cond = threading.Condition()
+        self._pending: deque[Request] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._reset_batch()
+        self.stats = {"steps": 0, "prefills": 0, "tokens": 0, "peak_rows": 0, "finished": 0, "rejected": 0}
+
+    # ------------------------------------------------------------------ public
+    def encode_chat(self, messages: Sequence[dict]) -> list[int]:
+        """Token ids of chat ``messages`` ([{role, content}]) with the template's assistant header.
+
+        The same text and tokenisation as ``ZhyperModel.generate`` (add_special_tokens=False: the
+        template holds its special tokens).
+        """
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active(self) -> int:
+        """Requests in the running batch that have not finished."""
+        return sum(not (r.finished or r.request.cancelled) for r in list(self._rows))
+
+    def start(self) -> "Engine":
+        if self.running:
+            return self
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="zhyper-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current step, fail every waiting and running request, end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    def submit(self, request: Request) -> Request:
+        return self.submit_many([request])[0]
+
+    def submit_many(self, requests: Sequence[Request]) -> list[Request]:
+        """Queue requests (all of them, or none when they do not fit); they join the batch at the next step."""
+        for r in requests:
+            self.check_prompt(len(r.prompt_ids), r.params.max_tokens)
+        with self._cond:
+            if not self.running or self._stopping:
+                raise EngineStopped("the engine is not running; call start() first")
+            if len(self._pending) + len(requests) > self.max_queue:
+                self.stats["rejected"] += len(requests)
+                raise QueueFull(f"{len(self._pending)} requests are waiting already (max_queue {self.max_queue}); "
+                                "retry later")
+            self._pending.extend(requests)
+            self._cond.notify_all()
+        return list(requests)
+
+    def check_prompt(self, n_prompt: int, max_tokens: int) -> None:
+        """Raise ValueError when a prompt of ``n_prompt`` tokens plus ``max_tokens`` exceeds the context."""
+        if n_prompt < 1:
+            raise ValueError("the prompt has no tokens; expected at least one message with content")
+        if self.max_context is not None and n_prompt + max_tokens > self.max_context:
+            raise ValueError(f"this model's maximum context length is {self.max_context} tokens; the request "
+                             f"needs {n_prompt + max_tokens} ({n_prompt} in the messages, {max_tokens} in the "
+                             "completion): shorten the messages or lower max_tokens")
+
+    def resolve_max_tokens(self, n_prompt: int, max_tokens: int | None) -> int:
+        """A request's max_tokens, or the default capped by what the context has left."""
+        if max_tokens is not None:
+            return max_tokens
+        left = self.max_context - n_prompt if self.max_context is not None else self.default_max_tokens
+        return max(1, min(self.default_max_tokens, left))
+
+    def generate(self, prompts: Sequence[str], descriptions: Sequence[str | None], system: str = "",
+                 timeout: float | None = None, **params) -> list[dict]:
+        """Library call: answer chat ``prompts`` (one description each; None = base) through the engine.
+
+        All requests are queued at once (so they share batches as HTTP requests would). ``params``
+        are SamplingParams fields (default: greedy, ``default_max_tokens``). Returns one dict per
+        prompt: {text, finish_reason, usage}. Raises RuntimeError if a request failed.
+        """
+        from zhyper.generation import format_prompts
+
+        if len(prompts) != len(descriptions):
+            raise ValueError(f"descriptions: expected one per prompt ({len(prompts)}), got {len(descriptions)}")
+        params.setdefault("temperature", 0.0)
+        texts = format_prompts(self.tokenizer, prompts, [d or "" for d in descriptions], system)
+        waiters = []
+        for text, description in zip(texts, descriptions):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            sp = SamplingParams(max_tokens=self.resolve_max_tokens(len(ids), params.get("max_tokens")),
+                                **{k: v for k, v in params.items() if k != "max_tokens"})
+            waiter = _Waiter()
+            waiters.append((Request(ids, description, sp, waiter), waiter))
+        self.submit_many([r for r, _ in waiters])
+        return [w.result(timeout) for _, w in waiters]
+
+    # ------------------------------------------------------------------ the loop
+    def _reset_batch(self) -> None:
+        self._rows: list[_Row] = []
+        self._kv = None  # DynamicCache of the running rows
+        self._mask = None  # (b, T) long: 1 real token, 0 padding
+        self._pos = None  # (b,) position id of each row's next input token
+        self._last = None  # (b,) each row's next input token
+        self._mod = None  # modulation of the running rows
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._stopping and not self._pending and not self._rows:
+                        self._cond.wait()
+                    if self._stopping:
+                        break
+                    free = self.max_batch - len(self._rows)
+                    new = [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
+                new = [r for r in new if not r.cancelled]
+                try:
+                    if new:
+                        self._admit(new)
+                    self._drop_finished()
+                    if self._rows:
+                        self._step()
+                        self._drop_finished()
+                except Exception as exc:  # a failed forward must not take the server down
+                    logger.exception("engine step failed; failing %d running requests", len(self._rows))
+                    failed = {id(r.request): r.request for r in self._rows}
+                    failed.update({id(r): r for r in new})
+                    for request in failed.values():
+                        _send(request, Event("error", message=f"generation failed: {type(exc).__name__}: {exc}"))
+                    self._reset_batch()
+        with self._cond:
+            leftover = [r.request for r in self._rows if not r.finished] + list(self._pending)
+            self._pending.clear()
+        for request in leftover:
+            _send(request, Event("error", message="the server is shutting down"))
+        self._reset_batch()
+
+    def _forward(self, ids, mask, pos, cache, modulation, last_only: bool):
+        kwargs = {self._cache_kw: cache, "use_cache": True}
+        if last_only and self._keep_logits:
+            kwargs["logits_to_keep"] = 1
+        with modulate(self.base, self.layout, modulation):
+            out = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
+        return out.logits[:, -1, :]
+
+    def _admit(self, requests: list[Request]) -> None:
+        from transformers import DynamicCache
+
+        n, longest = len(requests), max(len(r.prompt_ids) for r in requests)
+        ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, longest), dtype=torch.long)
+        for i, r in enumerate(requests):
+            k = len(r.prompt_ids)
+            ids[i, longest - k:] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, longest - k:] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as HF generate does for left padding
+        modulation = cat_rows(self.cache.rows([r.description for r in requests]))
+        cache = DynamicCache()
+        logits = self._forward(ids, mask, pos, cache, modulation, last_only=True)
+        self.stats["prefills"] += 1
+        rows = [_Row(r, self.tokenizer, self.device) for r in requests]
+        tokens = self._choose(logits, rows)
+        self._merge(rows, cache, mask, mask.sum(-1), tokens, modulation)
+        for row, token in zip(rows, tokens.tolist()):
+            self._accept(row, token)
+
+    def _merge(self, rows, cache, mask, pos, last, modulation) -> None:
+        if not self._rows:
+            self._rows, self._kv, self._mask, self._pos, self._last, self._mod = rows, cache, mask, pos, last, modulation
+        else:
+            t_old, t_new = self._mask.shape[1], mask.shape[1]
+            t = max(t_old, t_new)
+            for old, new in zip(self._kv.layers, cache.layers):
+                old.keys = torch.cat([_left_pad(old.keys, t, -2), _left_pad(new.keys, t, -2)], dim=0)
+                old.values = torch.cat([_left_pad(old.values, t, -2), _left_pad(new.values, t, -2)], dim=0)
+            self._mask = torch.cat([_left_pad(self._mask, t, -1), _left_pad(mask, t, -1)], dim=0)
+            self._pos = torch.cat([self._pos, pos])
+            self._last = torch.cat([self._last, last])
+            self._mod = cat_rows([self._mod, modulation])
+            self._rows = self._rows + rows
+        self.stats["peak_rows"] = max(self.stats["peak_rows"], len(self._rows))
+
+    def _step(self) -> None:
+        b = len(self._rows)
+        mask = torch.cat([self._mask, self._mask.new_ones(b, 1)], dim=1)
+        logits = self._forward(self._last[:, None], mask, self._pos[:, None], self._kv, self._mod, last_only=False)
+        self._mask, self._pos = mask, self._pos + 1
+        self.stats["steps"] += 1
+        self._last = self._choose(logits, self._rows)
+        for row, token in zip(self._rows, self._last.tolist()):
+            self._accept(row, token)
+
+    def _choose(self, logits: torch.Tensor, rows: Sequence[_Row]) -> torch.Tensor:
+        """Next token per row: argmax for greedy rows, temperature / top-p sampling for the others."""
+        tokens = logits.argmax(-1)
+        sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
+        if sampled:
+            from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+            empty = torch.empty((1, 0), dtype=torch.long, device=logits.device)
+            for i in sampled:
+                p = rows[i].params
+                scores = TemperatureLogitsWarper(float(p.temperature))(empty, logits[i:i + 1].float())
+                if p.top_p < 1.0:
+                    scores = TopPLogitsWarper(float(p.top_p))(empty, scores)
+                probs = torch.softmax(scores, dim=-1)
+                tokens[i] = torch.multinomial(probs, 1, generator=rows[i].generator)[0, 0]
+        return tokens
+
+    def _accept(self, row: _Row, token: int) -> None:
+        """Add one token to a row: send new text, finish on end of turn / stop string / max_tokens."""
+        if row.finished or row.request.cancelled:
+            return
+        p = row.params
+        row.n_generated += 1
+        self.stats["tokens"] += 1
+        if token in self.eos_ids and not p.ignore_eos:
+            return self._finish(row, "stop")
+        row.detok.add(token)
+        text = row.detok.text
+        if p.stop:
+            start = max(0, row.emitted - max(len(s) for s in p.stop))
+            hits = [i for i in (text.find(s, start) for s in p.stop) if i >= 0]
+            if hits:
+                return self._finish(row, "stop", text[:min(hits)])
+        if row.n_generated >= p.max_tokens:
+            return self._finish(row, "length")
+        if self.max_context is not None and len(row.request.prompt_ids) + row.n_generated >= self.max_context:
+            return self._finish(row, "length")
+        end = len(text) - _stop_holdback(text, p.stop) if p.stop else len(text)
+        if end > row.emitted:
+            _send(row.request, Event("text", text=text[row.emitted:end]))
+            row.emitted = end
+
+    def _finish(self, row: _Row, reason: str, text: str | None = None) -> None:
+        if text is None:
+            text = row.detok.full()  # exactly tokenizer.decode of the answer (what HF generate users get)
+        sent = row.detok.text[:row.emitted]
+        if len(text) > row.emitted and text.startswith(sent):
+            _send(row.request, Event("text", text=text[row.emitted:]))
+        row.finished = True
+        self.stats["finished"] += 1
+        n_prompt = len(row.request.prompt_ids)
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": row.n_generated,
+                 "total_tokens": n_prompt + row.n_generated}
+        _send(row.request, Event("finish", text=text, finish_reason=reason, usage=usage))
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, row in enumerate(self._rows) if not (row.finished or row.request.cancelled)]
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._reset_batch()
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._rows = [self._rows[i] for i in keep]
+        self._mask, self._pos, self._last = self._mask[index], self._pos[index], self._last[index]
+        self._mod = select_rows(self._mod, index)
+        first = int(torch.nonzero(self._mask.any(0))[0, 0])  # columns before it are padding in every row
+        for layer in self._kv.layers:
+            layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
+        self._mask = self._mask[:, first:]
+
+
+def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Zeros in front of ``x`` along ``dim`` up to ``length``."""
+    missing = length - x.shape[dim]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+def _send(request: Request, event: Event) -> None:
+    try:
+        request.sink(event)
+    except Exception:  # a broken consumer must not stop the batch
+        logger.exception("request %d: its event sink raised", request.id)
+
+
+class _Waiter:
+    """A sink that collects one request's answer for the blocking library call."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._result: dict | None = None
+        self._error: str | None = None
+        self.started = time.perf_counter()
+        self.first_text: float | None = None
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "text" and self.first_text is None:
+            self.first_text = time.perf_counter()
+        elif event.kind == "finish":
+            self._result = {"text": event.text, "finish_reason": event.finish_reason, "usage": event.usage}
+            self._done.set()
+        elif event.kind == "error":
+            self._error = event.message
+            self._done.set()
+
+    def result(self, timeout: float | None = None) -> dict:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"no answer within {timeout} s")
+        if self._error is not None:
+            raise RuntimeError(self._error)
+        return self._result

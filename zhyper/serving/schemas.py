@@ -1,0 +1,203 @@
+"""The OpenAI chat-completions schema as the server reads and writes it.
+
+Requests are validated by ``ChatCompletionRequest`` (pydantic); fields the server does not know are
+accepted and ignored, fields it knows but cannot honour (``n`` > 1, ``logprobs``, ``tools``,
+non-zero penalties) are refused with a 400 naming the field. Responses, stream chunks and error
+bodies are plain dicts in OpenAI's shapes (``completion``, ``chunk``, ``error_body``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+class APIError(Exception):
+    """An error answered as ``{"error": {message, type, param, code}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
+
+    def body(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``. ``description`` (not in OpenAI's schema; the official client
+    sends it with ``extra_body``) conditions the answer; ``ignore_eos`` (as in vLLM) decodes past
+    the end of turn, for benchmarks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    description: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    ignore_eos: bool = False
+    logprobs: bool | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    tools: list[Any] | None = None
+
+    @field_validator("max_tokens", "max_completion_tokens")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and v < 1:
+            raise ValueError(f"expected an integer >= 1, got {v}")
+        return v
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("expected a non-empty description, or null / absent for the base model")
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v):
+        if v is None:
+            return v
+        stops = [v] if isinstance(v, str) else v
+        if len(stops) > 4 or not all(stops):
+            raise ValueError(f"expected a non-empty string or a list of at most 4 non-empty strings, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _unsupported(self):
+        if self.n not in (None, 1):
+            raise _Unsupported("n", f"n={self.n}: this server returns one choice per request; expected n=1")
+        if self.logprobs:
+            raise _Unsupported("logprobs", "logprobs are not supported by this server")
+        if self.tools:
+            raise _Unsupported("tools", "tools / function calling are not supported by this server")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise _Unsupported(name, f"{name} is not supported by this server; expected 0 or absent")
+        if (self.max_tokens is not None and self.max_completion_tokens is not None
+                and self.max_tokens != self.max_completion_tokens):
+            raise _Unsupported("max_tokens", f"max_tokens ({self.max_tokens}) and max_completion_tokens "
+                               f"({self.max_completion_tokens}) differ; give one of them")
+        return self
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def chat(self) -> list[dict]:
+        """Messages as the chat template takes them (developer -> system)."""
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+
+
+class _Unsupported(ValueError):
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+def parse_request(data: Any) -> ChatCompletionRequest:
+    """Validate a decoded JSON body; raises APIError(400) naming the first wrong field."""
+    if not isinstance(data, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _Unsupported):
+            raise APIError(400, str(cause), param=cause.param, code="unsupported_parameter") from None
+        loc = [str(p) for p in err.get("loc", ())]
+        # drop pydantic's union-branch names (e.g. 'str', 'list[TextPart]') from the location
+        loc = [p for p in loc if not (p[:1].isalpha() and ("[" in p or p in ("str", "int", "float", "bool")))]
+        param = ".".join(loc) or None
+        if err.get("type") == "missing":
+            what = ("a non-empty list of messages [{role, content}]" if loc == ["messages"] else "a value")
+            message = f"{param}: required field missing; expected {what}"
+        elif param and param.endswith("role"):
+            message = f"{param}: expected one of {list(ROLES)}, got {err.get('input')!r}"
+        elif len(loc) >= 3 and loc[0] == "messages" and loc[2] == "content":
+            param = ".".join(loc[:3])
+            message = (f"{param}: expected a string or a list of text parts [{{'type': 'text', 'text': ...}}] "
+                       "(this server reads text only)")
+        else:
+            message = f"{param or 'body'}: {err.get('msg', 'invalid value').removeprefix('Value error, ')}"
+            value = err.get("input")
+            if err.get("type") != "value_error" and isinstance(value, (int, float, str, bool)):
+                message += f"; got {value!r}"
+        raise APIError(400, message, param=param, code="invalid_value") from None
+
+
+def new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def completion(id: str, model: str, text: str, finish_reason: str, usage: dict, created: int | None = None) -> dict:
+    return {"id": id, "object": "chat.completion", "created": created or int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": usage}
+
+
+def chunk(id: str, model: str, created: int, delta: dict, finish_reason: str | None = None,
+          usage: dict | None = None, choices: bool = True) -> dict:
+    body = {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            if choices else []}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def model_card(id: str, created: int, **extra) -> dict:
+    return {"id": id, "object": "model", "created": created, "owned_by": "zhyper", **extra}
