@@ -72,4 +72,16 @@ def test_pooling_must_be_known():
 
 def test_encoder_is_not_a_module():
     assert not isinstance(ContextEncoder(), torch.nn.Module)
-    assert isinstance(encoder_module._CACHE, dict)
+    assert encoder_module._CACHE.maxsize == encoder_module.CACHE_SIZE  # bounded: a server does not grow with it
+
+
+def test_cache_is_bounded_and_results_survive_eviction(monkeypatch):
+    from cachetools import LRUCache
+
+    monkeypatch.setattr(encoder_module, "_CACHE", LRUCache(maxsize=3))
+    enc = ContextEncoder()
+    texts = [f"Answer rule number {i}." for i in range(5)]
+    first = enc.encode(texts)  # more texts than the cache holds: the call still returns all of them
+    assert first.shape == (5, 384) and len(encoder_module._CACHE) == 3
+    torch.testing.assert_close(enc.encode(texts[:1]), first[:1])  # evicted, encoded again: the same vector
+    assert not torch.equal(first[0], first[1])

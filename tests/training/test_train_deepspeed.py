@@ -82,6 +82,7 @@ def test_zero3_run_trains_and_reports(zero3):
     assert {"val_seen_loss", "val_unseen_loss", "conditioning_gap"} <= set(report["final"])
     assert (zero3 / "checkpoints" / "latest").read_text() == "step4"
     assert (zero3 / "peft_example" / "adapter_config.json").is_file()
+    assert len(json.loads((zero3 / "final" / "contexts.json").read_text())) == 29  # what `zhyper serve` names
     # the compliance evaluation ran on the gathered ZeRO-3 module, every rank answering its share
     n_rules = 29
     assert len((zero3 / "answers.jsonl").read_text().splitlines()) == n_rules * (2 + 2) + 2 + 2

@@ -16,6 +16,7 @@ import threading
 from typing import Sequence
 
 import torch
+from cachetools import LRUCache
 
 from zhyper.config import KNOWN_ENCODER_DIMS, POOLINGS
 from zhyper.data.base import check_descriptions
@@ -26,7 +27,8 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _SHIPPED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 _MODELS: dict[str, object] = {}  # encoder id -> loaded SentenceTransformer
-_CACHE: dict[tuple[str, str], torch.Tensor] = {}  # (encoder id, text) -> (d_c,) fp32 CPU
+CACHE_SIZE = 50_000  # embeddings kept (about 75 MiB at 384-d); a long-running server stays bounded
+_CACHE: LRUCache = LRUCache(maxsize=CACHE_SIZE)  # (encoder id, text) -> (d_c,) fp32 CPU, least recently used first out
 _LOCK = threading.Lock()
 
 
@@ -104,7 +106,15 @@ class ContextEncoder:
     def encode(self, descriptions: Sequence[str]) -> torch.Tensor:
         """(n, d_c) fp32 CPU embeddings; texts seen before come from the cache."""
         texts = check_descriptions(descriptions)
-        todo = sorted({t for t in texts if (self.id, t) not in _CACHE})
+        if not texts:
+            return torch.empty(0, self.dim)
+        found: dict[str, torch.Tensor] = {}
+        with _LOCK:
+            for t in set(texts):
+                hit = _CACHE.get((self.id, t))
+                if hit is not None:
+                    found[t] = hit
+        todo = sorted(set(texts) - set(found))
         if todo:
             with torch.no_grad():
                 emb = self.model.encode(todo, batch_size=self.batch_size, convert_to_tensor=True,
@@ -112,10 +122,8 @@ class ContextEncoder:
             emb = emb.detach().float().cpu()
             with _LOCK:
                 for t, e in zip(todo, emb):
-                    _CACHE[(self.id, t)] = e.clone()
-        if not texts:
-            return torch.empty(0, self.dim)
-        return torch.stack([_CACHE[(self.id, t)] for t in texts])
+                    found[t] = _CACHE[(self.id, t)] = e.clone()
+        return torch.stack([found[t] for t in texts])
 
     def __repr__(self) -> str:
         return f"ContextEncoder({self.id!r})"

@@ -48,6 +48,11 @@ def write_final(cfg, tokenizer, tensors: dict[str, torch.Tensor], out_dir: Path,
     final_dir = model.save_pretrained(out_dir / FINAL)
     paths = {"checkpoint": final_dir}
     if cfg.method == "zhyper":
+        from zhyper.serving.contexts import save_contexts
+
+        # the contexts this checkpoint knows, for `zhyper serve` (model "zhyper:<name>"): held-out wordings first
+        save_contexts(final_dir, {c: [*data.heldout_descriptions.get(c, []), *data.descriptions.get(c, [])]
+                                  for c in data.contexts})
         context = data.seen_contexts[0]
         description = (data.heldout_descriptions.get(context) or data.descriptions[context])[0]
         example = model.export_peft(description, out_dir / PEFT_EXAMPLE)
