@@ -39,7 +39,7 @@ case "$cmd" in
     setup
     # bf16 at the 4096 shape takes over an hour on CPUs without native bf16: run it by hand if wanted.
     "$PY" benchmarks/bench_zlinear.py --features 576 && "$PY" benchmarks/bench_zlinear.py --features 4096 --dtypes fp32
-    for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py; do
+    for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py benchmarks/bench_serve.py; do
       echo "== $b"; "$PY" "$b"
     done ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;

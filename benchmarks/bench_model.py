@@ -15,25 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_interleaved  # noqa: E402
 
 for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_k, _v)
-
-
-def _median(fns: dict, reps: int) -> dict:
-    """Median wall time of each callable; the callables take turns, so load changes hit all alike."""
-    times = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -93,8 +83,8 @@ def main() -> None:
         peft(input_ids=ids, labels=ids).loss.backward()
         peft.zero_grad(set_to_none=True)
 
-    fast = _median({"generate": generate, "generate_fwd_bwd": generate_fwd_bwd}, reps=50)
-    slow = _median({"base": base_step, "zhyper": zhyper_step, "peft": peft_step}, reps=args.reps)
+    fast = median_interleaved({"generate": generate, "generate_fwd_bwd": generate_fwd_bwd}, reps=50)
+    slow = median_interleaved({"base": base_step, "zhyper": zhyper_step, "peft": peft_step}, reps=args.reps)
     print(f"base forward+backward          {slow['base'] * 1e3:9.1f} ms")
     print(f"hypernetwork generation        {fast['generate'] * 1e3:9.3f} ms  "
           f"ratio {fast['generate'] / slow['base']:.4%} of base fwd+bwd (target <= 2%)")

@@ -26,9 +26,13 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_interleaved  # noqa: E402
 
 for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -45,18 +49,6 @@ def descriptions(n: int, offset: int = 0) -> list[str]:
 
 def prompts(n: int) -> list[str]:
     return [PROMPTS[i % len(PROMPTS)] for i in range(n)]
-
-
-def _median_interleaved(fns: dict, reps: int) -> dict:
-    times = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up (also fills the modulation cache, loads adapters' kernels)
-        fn()
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def build(tmp: Path):
@@ -125,7 +117,7 @@ def throughput(model, base, sizes, tokens, reps, tmp: Path) -> list[dict]:
 
         fns = {"zhyper_n": lambda: run_zhyper(ds), "zhyper_1": lambda: run_zhyper([ds[0]] * n), "base": run_base,
                "peft_n": run_peft}
-        t = _median_interleaved(fns, reps)
+        t = median_interleaved(fns, reps)
         tps = {k: n * tokens / v for k, v in t.items()}
         row = {"n": n, **{f"{k}_tok_s": v for k, v in tps.items()},
                "vs_one_description": tps["zhyper_n"] / tps["zhyper_1"], "vs_base": tps["zhyper_n"] / tps["base"],
@@ -189,7 +181,7 @@ def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], di
         def library():
             engine.generate(ps, ds, max_tokens=tokens, ignore_eos=True)
 
-        t = _median_interleaved({"http": over_http, "library": library}, reps)
+        t = median_interleaved({"http": over_http, "library": library}, reps)
         overhead = {"clients": c_max, "http_s": t["http"], "library_s": t["library"],
                     "overhead": t["http"] / t["library"] - 1.0}
         print(f"HTTP overhead at {c_max} clients: HTTP {t['http']:.3f} s vs library {t['library']:.3f} s -> "

@@ -175,7 +175,7 @@ def test_skipped_rows_are_logged_with_their_lines(askx, caplog):
         data = load_askx(askx, setting=AskXSetting(seen=("cul_Atlantis",)))
     assert data.skipped["AskAtlantis.csv"] == 2
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert "AskAtlantis.csv: skipped 2 of 12 rows (line 7: 1 fields, the header has 14; line 9: empty comment_body)" \
+    assert "AskAtlantis.csv: skipped 2 of 12 rows (line 7: 1 fields, but the header has 14; line 9: empty comment_body)" \
         in text
 
 

@@ -26,7 +26,6 @@ def test_monte_carlo_approaches_closed_form_from_below(vector):
     x, classes = _classes(vector)
     for cls in classes:
         sigma = rademacher_signs((24, *cls.sigma_shape(12)), torch.Generator().manual_seed(5), F64)
-        closed = cls.sup(sigma, x)
         mc = monte_carlo_rademacher(cls, x, sigma=sigma, restarts=4, steps=150)
         assert mc.lower_bound and not mc.exact
         exact = rademacher(cls, x, sigma=sigma).value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.theory._problems import F64, DiagClass, FullClass, SquareClass, tiny
+from tests.theory._problems import DiagClass, FullClass, SquareClass, tiny
 from zhyper.layers import ZLinear
 from zhyper.theory import RealisedClass, VerifyConfig, all_sigmas, load_tensor_file, monte_carlo_rademacher, rademacher
 

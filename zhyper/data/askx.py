@@ -20,14 +20,13 @@ unseen cultures: the first 500 "unseen".
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from .base import ContextData, positional_split, split_descriptions
-from .metadata import DecodeCount, TaskSpec, read_yaml, utf8_lines
+from .metadata import DecodeCount, TaskSpec, csv_rows, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -107,27 +106,12 @@ class CsvTable:
 
 def read_csv(path: Path) -> CsvTable:
     """Parse one CSV (quoted newlines kept); malformed rows are collected with their line, not raised."""
-    csv.field_size_limit(1 << 30)
     decode = DecodeCount(Path(path))
-    reader = csv.reader(utf8_lines(Path(path), decode))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ValueError(f"{path}: empty CSV, expected a header row") from None
-    except csv.Error as err:
-        raise ValueError(f"{path} line {reader.line_num}: CSV error in the header: {err}") from None
+    header, parsed = csv_rows(Path(path), decode)
     rows, lines, skipped = [], [], []
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            skipped.append((start, f"CSV error: {err}"))
-            continue
-        if len(row) != len(header):
-            skipped.append((start, f"{len(row)} fields, the header has {len(header)}"))
+    for start, row in parsed:
+        if isinstance(row, str):
+            skipped.append((start, row))
             continue
         rows.append(dict(zip(header, row)))
         lines.append(start)

@@ -208,3 +208,41 @@ def utf8_lines(path: Path, count: DecodeCount) -> Iterator[str]:
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         for i, line in enumerate(fh, 1):
             yield count.clean(line, i) if _BAD_BYTES.search(line) else line
+
+
+def csv_rows(path: Path, count: DecodeCount) -> tuple[list[str], Iterator[tuple[int, list[str] | str]]]:
+    """(header, iterator of (line the row starts on, its fields or a sentence saying why it is malformed)).
+
+    One reader for every CSV zhyper loads: quoted newlines kept, invalid UTF-8 counted into
+    ``count``, blank lines skipped; a row with the wrong number of fields or a CSV error is yielded
+    as a message so the caller decides whether to skip or raise.
+    """
+    import csv
+
+    csv.field_size_limit(1 << 30)
+    reader = csv.reader(utf8_lines(Path(path), count))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty CSV, expected a header row") from None
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num}: CSV error in the header: {err}") from None
+
+    def rows():
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield start, f"CSV error: {err}"
+                continue
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                yield start, f"{len(row)} fields, but the header has {len(header)}"
+                continue
+            yield start, row
+
+    return header, rows()

@@ -20,7 +20,6 @@ that are not valid UTF-8 are replaced, counted in ``TaskData.decode_errors`` and
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .base import ContextData, positional_split, split_descriptions
-from .metadata import DecodeCount, RowError, TaskSpec, utf8_lines
+from .metadata import DecodeCount, RowError, TaskSpec, csv_rows, utf8_lines
 
 logger = logging.getLogger(__name__)
 
@@ -131,32 +130,14 @@ def _json_records(path: Path, count: DecodeCount) -> tuple[list[Record], list[st
 
 def _csv_records(path: Path, count: DecodeCount) -> tuple[list[Record], list[str]]:
     """Rows of a CSV file (header first), each with the line it starts on; an empty cell is null (None)."""
-    csv.field_size_limit(1 << 30)
-    reader = csv.reader(utf8_lines(path, count))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ValueError(f"{path}: empty CSV, expected a header row") from None
-    except csv.Error as err:
-        raise ValueError(f"{path} line {reader.line_num}: CSV error in the header: {err}") from None
+    header, parsed = csv_rows(path, count)
     records = []
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            where = f"{path} line {start}"
-            records.append((where, RowError(f"{where}: CSV error: {err}")))
-            continue
+    for start, row in parsed:
         where = f"{path} line {start}"
-        if not row:
-            continue  # a blank line
-        if len(row) != len(header):
-            records.append((where, RowError(f"{where}: {len(row)} fields, but the header has {len(header)}")))
-            continue
-        records.append((where, {k: (v if v != "" else None) for k, v in zip(header, row)}))
+        if isinstance(row, str):
+            records.append((where, RowError(f"{where}: {row}")))
+        else:
+            records.append((where, {k: (v if v != "" else None) for k, v in zip(header, row)}))
     return records, header
 
 

@@ -12,7 +12,6 @@ hands every layer its slice for the duration of a ``with`` block.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
