@@ -28,6 +28,10 @@ VARIANTS: dict[str, list[str]] = {
     "all_linear+null+augment": ["model.target_modules=all-linear", "data.null_context=true", "data.augment=4"],
     "all_linear+null+augment+noise": ["model.target_modules=all-linear", "data.null_context=true", "data.augment=4",
                                       "train.embedding_noise=0.1"],
+    "all_linear+null+augment+contrast0.1": ["model.target_modules=all-linear", "data.null_context=true",
+                                            "data.augment=4", "train.contrast_weight=0.1"],
+    "all_linear+null+augment+contrast0.5": ["model.target_modules=all-linear", "data.null_context=true",
+                                            "data.augment=4", "train.contrast_weight=0.5"],
     "lora_prompt_all_linear": ["method=lora", "data.description_in_prompt=true", "model.target_modules=all-linear"],
 }
 

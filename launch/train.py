@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     engine.train()
     for step in progress.steps():
         batches = micro_batches(run, collator, step, gas, micro)
-        result = train_step(engine, batches, run.table, cfg.train, cfg.model, step)
+        result = train_step(engine, batches, run.table, cfg.train, cfg.model, step, run.descriptions)
         progress.log_step(step, result)
         done = step + 1
         if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.train.max_steps:

@@ -194,3 +194,25 @@ def test_param_groups_scale_the_hypernetwork_lr_and_skip_frozen():
     assert all(wd == 0.0 for n, wd in decay.items() if n.endswith(".bias") or "norm" in n)
     plain = param_groups(model, weight_decay=0.1)  # no lr given: groups inherit the optimizer's lr
     assert all("lr" not in g for g in plain)
+
+
+def test_description_contrast_rewards_separated_wording_invariant_features():
+    from zhyper.training.objective import description_contrast
+
+    torch.manual_seed(0)
+    protos = torch.randn(5, 3, 8)  # 5 contexts; features (3, 8) per description
+    aligned = description_contrast(protos + 0.01 * torch.randn_like(protos), protos + 0.01 * torch.randn_like(protos),
+                                   temperature=0.1)
+    collapsed = description_contrast(protos[:1].expand(5, 3, 8), protos[:1].expand(5, 3, 8), temperature=0.1)
+    swapped = description_contrast(protos, protos.roll(1, dims=0), temperature=0.1)  # wordings paired wrongly
+    assert float(aligned) < 0.05
+    assert float(collapsed) == pytest.approx(float(torch.log(torch.tensor(5.0))), abs=1e-4)  # no information
+    assert float(swapped) > float(collapsed)
+    feats = protos.clone().requires_grad_(True)
+    description_contrast(feats, protos[:1].expand(5, 3, 8) + 0.1 * torch.randn(5, 3, 8), temperature=0.1).backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0
+
+
+def test_contrast_needs_a_hypernetwork():
+    with pytest.raises(ValueError, match="method 'lora' has none"):
+        load_config(None, ["method=lora", "train.contrast_weight=0.1"])

@@ -210,16 +210,19 @@ class HyperNetwork(nn.Module):
             x = block(x)
         return self.out(x)
 
+    def head_inputs(self, context: torch.Tensor) -> torch.Tensor:
+        """What the heads read, (b, L, T, head_in): h(c) - h(centre) in the contrast form, else h(c)."""
+        if not self.config.contrast:
+            return self.hidden(context)
+        self._check(context)
+        b = context.shape[0]
+        h = self.hidden(torch.cat([context, self.context_center.to(context)[None]]))  # the centre: one more row
+        return h[:b] - h[b:]
+
     def forward(self, context: torch.Tensor):
         """context (b, d_c) -> (b, L, T, *shape) for diag/square, {type: (b, L, r·in + out·r)} for full."""
         cfg = self.config
-        if cfg.contrast:  # h(c) - h(centre), the centre as one extra row of the same batched call
-            self._check(context)
-            b = context.shape[0]
-            h = self.hidden(torch.cat([context, self.context_center.to(context)[None]]))
-            h = h[:b] - h[b:]  # (b, L, T, head_in)
-        else:
-            h = self.hidden(context)  # (b, L, T, head_in)
+        h = self.head_inputs(context)  # (b, L, T, head_in)
         raw = {t: self.heads[t](h[:, :, i]) for i, t in enumerate(cfg.module_types)}  # each (b, L, n_out)
         if cfg.mode == "full":
             return raw

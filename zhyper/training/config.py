@@ -103,6 +103,10 @@ class OptimConfig:
         "help": "learning rate of the hypernetwork relative to train.lr (the shared A/B use train.lr)"})
     center_contexts: bool = field(default=True, metadata={
         "help": "centre the hypernetwork's input on the mean embedding of the training descriptions"})
+    contrast_weight: float = field(default=0.0, metadata={
+        "help": "weight of the description-contrastive loss: two wordings of every training context through the "
+                "hypernetwork's trunk each step, same context close, different contexts apart (0: off)"})
+    contrast_temperature: float = field(default=0.1, metadata={"help": "temperature of that loss (cosine / T)"})
     embedding_noise: float = field(default=0.0, metadata={
         "help": "std of Gaussian noise added to description embeddings in training (0: off)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up fraction, then linear decay to 0"})
@@ -130,7 +134,9 @@ class OptimConfig:
         _finite("train.label_smoothing", self.label_smoothing, low=0.0)
         if self.label_smoothing >= 1.0:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("modulation_l2", "neftune_alpha", "weight_decay", "grad_clip", "embedding_noise"):
+        _finite("train.contrast_temperature", self.contrast_temperature, positive=True)
+        for name in ("modulation_l2", "neftune_alpha", "weight_decay", "grad_clip", "embedding_noise",
+                     "contrast_weight"):
             _finite(f"train.{name}", getattr(self, name), low=0.0)
         for name in ("checkpoint_every", "log_every", "stop_after"):
             if getattr(self, name) < 0:
@@ -185,6 +191,8 @@ class RunConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.method == "lora" and self.train.contrast_weight > 0:
+            raise ValueError("train.contrast_weight acts on the hypernetwork's modulations; method 'lora' has none")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

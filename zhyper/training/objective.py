@@ -56,6 +56,23 @@ def modulation_penalty(modulation, mode: str, z_init: str) -> torch.Tensor:
     return total / len(tensors)
 
 
+def description_contrast(features_a: torch.Tensor, features_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between two wordings of the same contexts, on the hypernetwork's head inputs.
+
+    Row i of ``features_a`` and of ``features_b`` (each (n, ...), e.g. ``HyperNetwork.head_inputs``)
+    come from two different descriptions of context i. Each row must be closer (cosine) to the other
+    wording of its own context than to any other context's: one term asks for invariance to the
+    wording, the other for separation of the contexts. The head inputs are used rather than the
+    modulations because the zero-initialised heads make every modulation equal at the start, where
+    a cosine has no direction. No parameters.
+    """
+    a = F.normalize(features_a.float().flatten(1), dim=1)
+    b = F.normalize(features_b.float().flatten(1), dim=1)
+    logits = a @ b.T / temperature  # (n, n)
+    target = torch.arange(len(a), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 def add_neftune_noise(embedding: nn.Module, alpha: float):
     """NEFTune (Jain et al., 2023) on the input embeddings, with transformers' own hook.
 

@@ -35,11 +35,31 @@ def micro_batches(run, collator, step: int, gas: int, micro: int) -> list[dict]:
             for i in range(gas)]
 
 
-def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: int) -> StepResult:
-    """Forward, backward and step over ``batches``; returns the global token-mean loss."""
+def contrast_pairs(descriptions: dict[str, list[str]], step: int, seed: int, rank: int) -> tuple[list[str], list[str]]:
+    """Two different training descriptions of every context (one if it has only one), drawn from (seed, step, rank)."""
+    import random
+
+    rng = random.Random(f"{seed}:{step}:{rank}:contrast")
+    a, b = [], []
+    for context in sorted(descriptions):
+        pool = descriptions[context]
+        first, second = rng.sample(range(len(pool)), 2) if len(pool) > 1 else (0, 0)
+        a.append(pool[first])
+        b.append(pool[second])
+    return a, b
+
+
+def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: int,
+               descriptions: dict[str, list[str]] | None = None) -> StepResult:
+    """Forward, backward and step over ``batches``; returns the global token-mean loss.
+
+    With ``train_cfg.contrast_weight`` the first micro-batch also carries the description-contrastive
+    loss over two wordings of every context in ``descriptions`` (the hypernetwork's head inputs).
+    """
     import torch.distributed as dist
 
-    from zhyper.training.objective import embedding_noise, modulation_penalty, response_loss_sum
+    from zhyper.training.objective import (description_contrast, embedding_noise, modulation_penalty,
+                                           response_loss_sum)
 
     device = engine.device
     world = dist.get_world_size()
@@ -48,7 +68,7 @@ def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: i
     norm = float(n_tok) / world
     loss_sum = torch.zeros((), dtype=torch.float64)
     tokens = 0
-    for b in batches:
+    for i, b in enumerate(batches):
         emb = embedding_noise(embed(b["descriptions"]), train_cfg.embedding_noise)
         out = engine(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                      context_embeddings=emb)
@@ -57,6 +77,13 @@ def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: i
         if train_cfg.modulation_l2 > 0 and out.modulation is not None:
             loss = loss + train_cfg.modulation_l2 * modulation_penalty(out.modulation, model_cfg.mode,
                                                                        model_cfg.z_init) / len(batches)
+        if train_cfg.contrast_weight > 0 and i == 0 and descriptions:
+            first, second = contrast_pairs(descriptions, step, train_cfg.seed, dist.get_rank())
+            hypernet = engine.module.hypernet
+            loss = loss + train_cfg.contrast_weight * description_contrast(
+                hypernet.head_inputs(embedding_noise(embed(first), train_cfg.embedding_noise)),
+                hypernet.head_inputs(embedding_noise(embed(second), train_cfg.embedding_noise)),
+                train_cfg.contrast_temperature)
         engine.backward(loss, scale_wrt_gas=False)
         engine.step()  # updates only at the accumulation boundary
         loss_sum += lsum.detach().double().cpu()
