@@ -10,6 +10,11 @@ on the same modules, same batch and sequence length. Launches (each a real
   3. PEFT alone, ZeRO-3 -> peak RSS per rank;
   4. Zhyper alone, ZeRO-0 -> the ZeRO-3 / ZeRO-0 step-time ratio (separate processes: noisier).
 Targets: Zhyper/PEFT step time <= 1.15, peak memory per rank <= 1.10.
+
+On a GPU (benchmarks/gpu_check.sh): ``--gpus 1 --zero3-config launch/configs/zero3_bf16.json`` runs
+the same launches with NCCL on one device and reports the peak device memory
+(``torch.cuda.max_memory_allocated``) instead of the peak RSS; ``--checkpointing`` turns on gradient
+checkpointing in both models (zhyper.layers.checkpointing for Zhyper, HF's for PEFT).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def _build(variant: str, ds: dict, tokenizer_path: str):
+def _build(variant: str, ds: dict, tokenizer_path: str, checkpointing: bool = False):
     import deepspeed
     import torch
     from transformers import AutoModelForCausalLM
@@ -47,18 +52,26 @@ def _build(variant: str, ds: dict, tokenizer_path: str):
         from transformers.integrations import HfDeepSpeedConfig
 
         keep = HfDeepSpeedConfig(ds)
-    base = AutoModelForCausalLM.from_pretrained(tokenizer_path, dtype=torch.float32)
+    dtype = torch.bfloat16 if ds.get("bf16", {}).get("enabled") else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(tokenizer_path, dtype=dtype)
     if variant == "zhyper":
         from zhyper import ZhyperConfig, ZhyperModel
 
         model = ZhyperModel.from_base(base, ZhyperConfig(mode="diag", rank=8, alpha=16.0,
                                                          target_modules=["q_proj", "v_proj"]))
+        if checkpointing:
+            from zhyper.layers.checkpointing import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model)
     else:
         from peft import LoraConfig, get_peft_model
 
         base.requires_grad_(False)
         model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                                 lora_dropout=0.0))
+        if checkpointing:
+            model.get_base_model().activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds)
     del keep
@@ -72,7 +85,8 @@ def worker(args) -> None:
 
     from zhyper.base_model import smollm2_path
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    cuda = torch.cuda.is_available()
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     rank = dist.get_rank()
     ds = json.loads(Path(args.ds_config).read_text())
     ds.update(train_micro_batch_size_per_gpu=args.micro, gradient_accumulation_steps=1,
@@ -80,11 +94,12 @@ def worker(args) -> None:
     ds.pop("scheduler", None)
     rss0 = _rss_mb()
     path = str(smollm2_path())
-    engines = {v: _build(v, ds, path) for v in args.variants.split(",")}
+    engines = {v: _build(v, ds, path, args.checkpointing) for v in args.variants.split(",")}
+    device = next(iter(engines.values())).device
     g = torch.Generator().manual_seed(rank)
-    ids = torch.randint(0, 49152, (args.micro, args.seq), generator=g)
+    ids = torch.randint(0, 49152, (args.micro, args.seq), generator=g).to(device)
     labels = ids.clone()
-    emb = torch.randn(args.micro, 384, generator=g)
+    emb = torch.randn(args.micro, 384, generator=g).to(device)
     times = {v: [] for v in engines}
 
     def step(v):
@@ -95,6 +110,8 @@ def worker(args) -> None:
         out = eng(input_ids=ids, labels=labels, **kwargs)
         eng.backward(out.loss)
         eng.step()
+        if cuda:
+            torch.cuda.synchronize()
         dist.barrier()
         return time.perf_counter() - t
 
@@ -103,9 +120,12 @@ def worker(args) -> None:
     for _ in range(args.steps):
         for v in engines:  # interleaved rounds: machine noise hits every variant alike
             times[v].append(step(v))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"rank": rank, "median_s": {v: sorted(t)[len(t) // 2] for v, t in times.items()},
-              "peak_rss_mb": peak, "baseline_rss_mb": rss0, "tokens_per_step_per_rank": args.micro * args.seq}
+    # the peak device memory on a GPU (what limits it there), the peak RSS on the CPU
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result = {"rank": rank, "median_s": {v: sorted(t)[len(t) // 2] for v, t in times.items()}, "cuda": cuda,
+              "peak_rss_mb": peak, "baseline_rss_mb": 0.0 if cuda else rss0,
+              "tokens_per_step_per_rank": args.micro * args.seq}
     Path(args.out).with_suffix(f".rank{rank}.json").write_text(json.dumps(result))
 
 
@@ -114,14 +134,15 @@ def launch(variants: str, ds: str, args, tmp: Path) -> list[dict]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp / f"{variants.replace(',', '_')}_{Path(ds).stem}"
-    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "2", "--master_port", str(port),
+    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", str(args.gpus), "--master_port", str(port),
            __file__, "--worker", "--variants", variants, "--ds_config", ds, "--out", str(out),
-           "--steps", str(args.steps), "--seq", str(args.seq), "--micro", str(args.micro)]
+           "--steps", str(args.steps), "--seq", str(args.seq), "--micro", str(args.micro)] \
+        + (["--checkpointing"] if args.checkpointing else [])
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"benchmark run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return [json.loads(out.with_suffix(f".rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads(out.with_suffix(f".rank{r}.json").read_text()) for r in range(args.gpus)]
 
 
 def main() -> None:
@@ -134,10 +155,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     p.add_argument("--seq", type=int, default=128, help="sequence length")
     p.add_argument("--micro", type=int, default=4, help="micro-batch per rank")
+    p.add_argument("--gpus", type=int, default=2, help="ranks (the launcher's --num_gpus; CPU processes without CUDA)")
+    p.add_argument("--zero3-config", default=str(REPO / "launch/configs/zero3.json"), help="ZeRO-3 DeepSpeed JSON")
+    p.add_argument("--zero0-config", default=str(REPO / "launch/configs/zero0.json"), help="ZeRO-0 DeepSpeed JSON")
+    p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in both models")
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    z3, z0 = str(REPO / "launch/configs/zero3.json"), str(REPO / "launch/configs/zero0.json")
+    z3, z0 = args.zero3_config, args.zero0_config
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         both = launch("zhyper,peft", z3, args, tmp)
@@ -146,17 +171,21 @@ def main() -> None:
         z0run = launch("zhyper", z0, args, tmp)
     ratio = max(r["median_s"]["zhyper"] / r["median_s"]["peft"] for r in both)
     t_zh = max(r["median_s"]["zhyper"] for r in zh)
-    mem = max(r["peak_rss_mb"] for r in zh) / max(r["peak_rss_mb"] for r in pf)
+    mem_ratio = max(r["peak_rss_mb"] for r in zh) / max(r["peak_rss_mb"] for r in pf)
     mem_delta = (max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in zh)
                  / max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in pf))
     tokens = sum(r["tokens_per_step_per_rank"] for r in zh)
-    print(f"SmolLM2-135M, 2 ranks, micro-batch {args.micro}/rank, seq {args.seq}, fp32, {args.steps} timed steps")
+    cuda = zh[0].get("cuda", False)
+    mem = "peak device memory" if cuda else "peak RSS"
+    print(f"SmolLM2-135M, {args.gpus} rank(s) on {'CUDA' if cuda else 'CPU'}, micro-batch {args.micro}/rank, seq "
+          f"{args.seq}, {Path(z3).name}, checkpointing {'on' if args.checkpointing else 'off'}, "
+          f"{args.steps} timed steps")
     print(f"{'metric':<44}{'value':>10}  target")
     print(f"{'step time Zhyper / PEFT (ZeRO-3, interleaved)':<44}{ratio:>10.3f}  <= 1.15")
-    print(f"{'peak RSS per rank Zhyper / PEFT (ZeRO-3)':<44}{mem:>10.3f}  <= 1.10")
+    print(f"{mem + ' per rank Zhyper / PEFT (ZeRO-3)':<44}{mem_ratio:>10.3f}  <= 1.10")
     print(f"{'  same, above the post-import baseline':<44}{mem_delta:>10.3f}")
-    print(f"{'peak RSS per rank Zhyper (MB)':<44}{max(r['peak_rss_mb'] for r in zh):>10.0f}")
-    print(f"{'tokens/s Zhyper (ZeRO-3, both ranks)':<44}{tokens / t_zh:>10.0f}")
+    print(f"{mem + ' per rank Zhyper (MB)':<44}{max(r['peak_rss_mb'] for r in zh):>10.0f}")
+    print(f"{'tokens/s Zhyper (ZeRO-3, all ranks)':<44}{tokens / t_zh:>10.0f}")
     print(f"{'step time ZeRO-3 / ZeRO-0 (Zhyper)':<44}{t_zh / max(r['median_s']['zhyper'] for r in z0run):>10.3f}")
 
 

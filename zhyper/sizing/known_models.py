@@ -38,3 +38,25 @@ def base_config(name: str):
     if name not in builders:
         raise ValueError(f"base: expected one of {sorted(builders)}, got {name!r}")
     return builders[name]()
+
+
+# Run-config base_model values that name a known base (the recipe's shipped name or the hub id).
+_RUN_NAMES = {"smollm2": "smollm2", **{hub_id: short for short, hub_id in KNOWN_BASES.items()}}
+
+
+def known_base_name(base_model: str) -> str | None:
+    """The short name of a run config's ``base_model`` when it is a known base (e.g. the hub id
+    ``mistralai/Mistral-7B-Instruct-v0.2`` -> ``mistral-7b``), else None."""
+    return _RUN_NAMES.get(base_model)
+
+
+# Parameters of the known sentence encoders (for memory planning; the encoder is never loaded for it).
+# all-MiniLM-L6-v2: counted on the shipped model. gte-large-en-v1.5 ("NewModel"): from its config.json
+# (24 layers, hidden 1024, gated MLP 4096, vocab 30528, 2 token types) and its modelling code (qkv, o and
+# down projections with bias, the up/gate projection without): 31,264,768 embeddings + 24 x 16,786,432
+# per layer, no pooler (the model card's "434M").
+KNOWN_ENCODER_PARAMS = {
+    "all-MiniLM-L6-v2": 22_713_216,
+    "sentence-transformers/all-MiniLM-L6-v2": 22_713_216,
+    "Alibaba-NLP/gte-large-en-v1.5": 434_139_136,
+}
