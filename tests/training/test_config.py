@@ -216,3 +216,24 @@ def test_description_contrast_rewards_separated_wording_invariant_features():
 def test_contrast_needs_a_hypernetwork():
     with pytest.raises(ValueError, match="method 'lora' has none"):
         load_config(None, ["method=lora", "train.contrast_weight=0.1"])
+
+
+def test_first_response_tokens_can_weigh_more():
+    from zhyper.training.objective import response_weights
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 11)
+    labels = torch.full((2, 7), IGNORE_INDEX)
+    labels[0, 2:] = torch.tensor([1, 2, 3, 4, 5])
+    labels[1, 4:] = torch.tensor([6, 7, 8])
+    plain, n = response_loss_sum(logits, labels)
+    same, n_same = response_loss_sum(logits, labels, weights=response_weights(labels, first=2, weight=1.0))
+    torch.testing.assert_close(same, plain)
+    assert n_same == n == 8
+    w = response_weights(labels, first=2, weight=3.0)
+    assert w[0].tolist() == [0, 3, 3, 1, 1, 1] and w[1].tolist() == [0, 0, 0, 3, 3, 1]
+    heavy, n_heavy = response_loss_sum(logits, labels, weights=w)
+    assert n_heavy == 16.0 and float(heavy) != float(plain)  # the twin: the first tokens count three times
+    per = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX,
+                                            reduction="none")
+    torch.testing.assert_close(heavy, (per * w).sum())

@@ -103,6 +103,10 @@ class OptimConfig:
         "help": "learning rate of the hypernetwork relative to train.lr (the shared A/B use train.lr)"})
     center_contexts: bool = field(default=True, metadata={
         "help": "centre the hypernetwork's input on the mean embedding of the training descriptions"})
+    first_tokens: int = field(default=3, metadata={
+        "help": "how many response tokens per example get train.first_tokens_weight"})
+    first_tokens_weight: float = field(default=1.0, metadata={
+        "help": "loss weight of each answer's first tokens, where its format is decided (1: plain mean)"})
     contrast_weight: float = field(default=0.0, metadata={
         "help": "weight of the description-contrastive loss: two wordings of every training context through the "
                 "hypernetwork's trunk each step, same context close, different contexts apart (0: off)"})
@@ -135,6 +139,9 @@ class OptimConfig:
         if self.label_smoothing >= 1.0:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _finite("train.contrast_temperature", self.contrast_temperature, positive=True)
+        _finite("train.first_tokens_weight", self.first_tokens_weight, positive=True)
+        if self.first_tokens < 0:
+            raise ValueError(f"train.first_tokens must be >= 0, got {self.first_tokens}")
         for name in ("modulation_l2", "neftune_alpha", "weight_decay", "grad_clip", "embedding_noise",
                      "contrast_weight"):
             _finite(f"train.{name}", getattr(self, name), low=0.0)

@@ -14,18 +14,34 @@ from torch import nn
 from zhyper.data.chat import IGNORE_INDEX
 
 
-def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
-    """Summed next-token cross-entropy over response tokens and their count.
+def response_weights(labels: torch.Tensor, first: int = 0, weight: float = 1.0) -> torch.Tensor:
+    """(b, t-1) weights of the next-token targets ``labels[:, 1:]``: 0 off the response, ``weight`` on each
+    row's first ``first`` response tokens (where an answer's format is decided), 1 on the rest."""
+    mask = labels[:, 1:] != IGNORE_INDEX
+    w = mask.float()
+    if first > 0 and weight != 1.0:
+        position = mask.long().cumsum(1)  # 1 for the first response token of the row, 2 for the next ...
+        w = torch.where(mask & (position <= first), torch.full_like(w, weight), w)
+    return w
 
-    logits (b, t, V), labels (b, t) with IGNORE_INDEX outside the response. Returns
-    (loss_sum: scalar tensor, n_tokens: int).
+
+def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
+                      weights: torch.Tensor | None = None):
+    """Summed next-token cross-entropy over response tokens and their count (or their total weight).
+
+    logits (b, t, V), labels (b, t) with IGNORE_INDEX outside the response; ``weights`` (b, t-1) from
+    ``response_weights`` (default: 1 per response token). Returns (loss_sum: scalar tensor, n: float).
     """
     shift_logits = logits[:, :-1].float()  # (b, t-1, V)
     shift_labels = labels[:, 1:]  # (b, t-1)
-    n_tokens = int((shift_labels != IGNORE_INDEX).sum())
-    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
-    return loss, n_tokens
+    if weights is None:
+        loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
+        return loss, int((shift_labels != IGNORE_INDEX).sum())
+    tok = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none",
+                          label_smoothing=label_smoothing)  # (b, t-1)
+    weights = weights.to(tok)
+    return (tok * weights).sum(), float(weights.sum())
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor):

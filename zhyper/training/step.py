@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from zhyper.data.chat import IGNORE_INDEX
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,11 +58,12 @@ def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: i
     import torch.distributed as dist
 
     from zhyper.training.objective import (description_contrast, embedding_noise, modulation_penalty,
-                                           response_loss_sum)
+                                           response_loss_sum, response_weights)
 
     device = engine.device
     world = dist.get_world_size()
-    n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches), dtype=torch.float64)
+    weights = [response_weights(b["labels"], train_cfg.first_tokens, train_cfg.first_tokens_weight) for b in batches]
+    n_tok = torch.tensor(sum(float(w.sum()) for w in weights), dtype=torch.float64)  # the step's (weighted) tokens
     dist.all_reduce(n_tok)
     norm = float(n_tok) / world
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -72,7 +72,7 @@ def train_step(engine, batches: list[dict], embed, train_cfg, model_cfg, step: i
         emb = embedding_noise(embed(b["descriptions"]), train_cfg.embedding_noise)
         out = engine(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                      context_embeddings=emb)
-        lsum, _ = response_loss_sum(out.logits, b["labels"].to(device), train_cfg.label_smoothing)
+        lsum, _ = response_loss_sum(out.logits, b["labels"].to(device), train_cfg.label_smoothing, weights[i])
         loss = lsum / norm
         if train_cfg.modulation_l2 > 0 and out.modulation is not None:
             loss = loss + train_cfg.modulation_l2 * modulation_penalty(out.modulation, model_cfg.mode,
