@@ -36,6 +36,17 @@ VARIANTS: dict[str, list[str]] = {
                                             "data.augment=4", "train.contrast_weight=0.1"],
     "all_linear+null+augment+contrast0.5": ["model.target_modules=all-linear", "data.null_context=true",
                                             "data.augment=4", "train.contrast_weight=0.5"],
+    "null+augment+contrast1.0": ["data.null_context=true", "data.augment=4", "train.contrast_weight=1.0"],
+    "null+contrast0.5": ["data.null_context=true", "train.contrast_weight=0.5"],
+    "augment+contrast0.5": ["data.augment=4", "train.contrast_weight=0.5"],
+    "null+augment+contrast0.5+first3x": ["data.null_context=true", "data.augment=4", "train.contrast_weight=0.5",
+                                          "train.first_tokens_weight=3"],
+    "all24+null+augment+contrast0.5": ["data.contexts=[]", "data.null_context=true", "data.augment=4",
+                                       "train.contrast_weight=0.5"],
+    "siblings12+null+augment+contrast0.5": [
+        "data.contexts=[upper_case,lower_case,json_answer,word_per_line,bullet_list,title_case,snake_case,hashtags,"
+        "three_words,double_quoted,parentheses,exclaim,five_words,single_quoted,square_brackets,kebab_case,"
+        "question_mark]", "data.null_context=true", "data.augment=4", "train.contrast_weight=0.5"],
     "lora_prompt_all_linear": ["method=lora", "data.description_in_prompt=true", "model.target_modules=all-linear"],
 }
 

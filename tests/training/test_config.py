@@ -237,3 +237,15 @@ def test_first_response_tokens_can_weigh_more():
     per = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX,
                                             reduction="none")
     torch.testing.assert_close(heavy, (per * w).sum())
+
+
+def test_contrast_pairs_give_two_wordings_of_every_context_reproducibly():
+    from zhyper.training.step import contrast_pairs
+
+    pools = {"b": ["b1", "b2", "b3"], "a": ["a1", "a2"], "single": ["s"]}
+    first, second = contrast_pairs(pools, step=3, seed=0, rank=0)
+    assert [x[0] for x in first] == ["a", "b", "s"]  # sorted by context, one row each
+    assert all(x != y for x, y in zip(first[:2], second[:2])) and first[2] == second[2] == "s"
+    assert contrast_pairs(pools, 3, 0, 0) == (first, second)  # a resumed run draws the same pairs
+    draws = {tuple(contrast_pairs(pools, step, 0, 0)[0]) for step in range(20)}
+    assert len(draws) > 1  # and other steps draw other pairs
