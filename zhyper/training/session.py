@@ -110,18 +110,26 @@ def launcher_pids() -> list[int]:
 
 
 def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread | None:
-    """A daemon thread that ends this process when any of ``pids`` has exited."""
+    """A daemon thread that ends this process when any of ``pids`` has exited or has been orphaned
+    (its parent died and it was handed to init: the launcher chain above it is broken)."""
     import psutil
 
     if not pids:
         return None
     procs = [psutil.Process(p) for p in pids]
+    parents = [p.ppid() for p in procs]
+
+    def gone(p, parent) -> bool:
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE or (parent != 1 and p.ppid() != parent)
+        except psutil.NoSuchProcess:
+            return True
 
     def watch():
         while True:
             time.sleep(interval)
-            for p in procs:
-                if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
+            for p, parent in zip(procs, parents):
+                if gone(p, parent):
                     log.error("the launcher (PID %d) is gone; this rank stops", p.pid)
                     logging.shutdown()
                     os._exit(143)
