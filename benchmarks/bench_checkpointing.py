@@ -6,7 +6,7 @@ SmolLM2-135M-Instruct (the shipped base, fp32, CPU), diag r 8 on q_proj/v_proj, 
 mixed-context micro-batch (one random description embedding per row), random tokens as labels.
 For every sequence length:
   1. a fresh process without checkpointing and one with it (``enable_gradient_checkpointing``):
-     peak RSS (``resource.getrusage``) over ``--steps`` forward + backward passes, and the RSS after
+     peak RSS (VmHWM) over ``--steps`` forward + backward passes, and the RSS after
      the model is built and has run one short no-grad forward (the weights, mapped lazily by
      ``from_pretrained``, are then resident): the baseline the passes add to;
   2. one process running both settings interleaved on the same model (checkpointing toggled between
@@ -78,9 +78,9 @@ def _step(model, ids, emb) -> float:
 
 
 def worker_memory(args) -> dict:
-    import resource
-
     import torch
+
+    from zhyper.training.session import peak_rss_bytes
 
     model = _model(args.threads, args.device, args.dtype)
     if args.checkpointing:
@@ -94,7 +94,7 @@ def worker_memory(args) -> dict:
     baseline = torch.cuda.memory_allocated() if cuda else _rss()
     for _ in range(args.steps):
         _step(model, ids, emb)
-    peak = torch.cuda.max_memory_allocated() if cuda else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
     return {"peak": peak, "baseline": baseline}
 
 

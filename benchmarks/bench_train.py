@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -84,6 +83,7 @@ def worker(args) -> None:
     import torch.distributed as dist
 
     from zhyper.base_model import smollm2_path
+    from zhyper.training.session import peak_rss_bytes
 
     cuda = torch.cuda.is_available()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
@@ -122,7 +122,7 @@ def worker(args) -> None:
             times[v].append(step(v))
     # the peak device memory on a GPU (what limits it there), the peak RSS on the CPU
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            else peak_rss_bytes() / 2**20)
     result = {"rank": rank, "median_s": {v: sorted(t)[len(t) // 2] for v, t in times.items()}, "cuda": cuda,
               "peak_rss_mb": peak, "baseline_rss_mb": 0.0 if cuda else rss0,
               "tokens_per_step_per_rank": args.micro * args.seq}

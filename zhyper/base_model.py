@@ -115,6 +115,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
         seen.add(tensor.data_ptr())
         state[name] = tensor.detach().contiguous()
     save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    os.chmod(out_dir / WEIGHTS_FILE, 0o644)  # readable like the other files of a shared cache
     config.architectures = [type(fresh).__name__]
     config.dtype = torch.float32
     config.to_json_file(str(out_dir / "config.json"))

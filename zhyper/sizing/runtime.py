@@ -31,8 +31,6 @@ def _free_port() -> int:
 
 def _measure(config: str | None, ds_config: str | None) -> dict:
     """Run in the probe process: the recipe's set-up without any model; returns the peak RSS."""
-    import resource
-
     import deepspeed  # noqa: F401  (what every rank imports)
     import mlflow  # noqa: F401  (rank 0 logs to it; imported at module level by the tracker's client)
     import sentence_transformers  # noqa: F401  (the encoder's library; the weights are counted apart)
@@ -42,6 +40,7 @@ def _measure(config: str | None, ds_config: str | None) -> dict:
     from zhyper.training import build, evaluate, final, report, resume, session  # noqa: F401
     from zhyper.training.config import load_config
     from zhyper.training.data import load_data, training_rows
+    from zhyper.training.session import peak_rss_bytes
 
     cfg = load_config(config)
     deepspeed.init_distributed(dist_backend="gloo")
@@ -56,7 +55,7 @@ def _measure(config: str | None, ds_config: str | None) -> dict:
         module = torch.nn.Linear(16, 16)
         deepspeed.initialize(model=module, model_parameters=list(module.parameters()), config=ds)
     dist.barrier()
-    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    peak = peak_rss_bytes()
     dist.destroy_process_group()
     return {"peak_rss_bytes": peak, "config": config, "ds_config": ds_config}
 
@@ -66,6 +65,11 @@ def probe(config: str | None = None, ds_config: str | None = None, timeout: floa
     env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1",
                TOKENIZERS_PARALLELISM="false")
+    # On a fresh cache the first tokenizer load converts the GGUF base (the whole model in memory): do that
+    # here, before the measured process, whose peak would otherwise be the conversion's.
+    from zhyper.base_model import smollm2_path
+
+    smollm2_path()
     cmd = [sys.executable, "-m", "zhyper.sizing.runtime", "--child"] + (["--config", config] if config else []) \
         + (["--ds_config", ds_config] if ds_config else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

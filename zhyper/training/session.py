@@ -61,10 +61,24 @@ class Session:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux: ru_maxrss is in KiB)."""
-    import resource
+    """This process's peak resident set size so far, in bytes.
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    Linux: ``VmHWM`` of /proc/self/status, which starts afresh at exec. ``getrusage``'s ru_maxrss does
+    not: a process started by a large parent (pytest, a notebook) reports the parent's size at fork.
+    Elsewhere ru_maxrss (bytes on macOS).
+    """
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def lock_output_dir(out_dir: Path):
