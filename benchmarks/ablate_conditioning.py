@@ -26,7 +26,7 @@ COMMON = ["train.max_steps=400", "train.checkpoint_every=0", "eval.every=0", "ev
           "data.null_context=false", "data.augment=0", "train.contrast_weight=0"]
 
 VARIANTS: dict[str, list[str]] = {
-    "default": ["eval.base_prompt=true"],
+    "levers_off": ["eval.base_prompt=true"],  # the previous main job (160 steps then; 400 here)
     "null": ["data.null_context=true"],
     "all_linear": ["model.target_modules=all-linear"],
     "all_linear+null": ["model.target_modules=all-linear", "data.null_context=true"],

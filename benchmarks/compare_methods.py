@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--tabulate", action="store_true",
+                        help="run nothing: write the table from the finished runs (a method/seed not run is left out)")
     args = parser.parse_args()
     out = (REPO / args.out).resolve()
     rows: dict[str, list[dict]] = {}
@@ -58,6 +60,9 @@ def main() -> None:
             flags = [*args.common, *METHODS[name], f"train.seed={seed}", f"data.seed={seed}",
                      f"eval.base_prompt={'true' if m == 0 else 'false'}"]
             print(f"== {name}, seed {seed}: {' '.join(flags)}", flush=True)
+            if args.tabulate and not (out / f"{slug}.seed{seed}" / "eval.json").is_file():
+                print("   not run: left out", flush=True)
+                continue
             result = run_variant(f"{slug}.seed{seed}", flags, out, force=args.force)
             rows.setdefault(name, []).append({**summary(result), "seed": seed})
             if m == 0:
@@ -67,7 +72,7 @@ def main() -> None:
     write_doc(REPO / args.doc, rows, args)
 
 
-COLUMNS = [("n_trainable", "trainable params", 0), ("step_time_s", "step s", 2),
+COLUMNS = [("seed", "seeds", 0), ("n_trainable", "trainable params", 0), ("step_time_s", "step s", 2),
            ("heldout_seen", "held-out compliance, seen", 2), ("paraphrase_seen", "paraphrase compliance, seen", 2),
            ("worst", "worst seen rule (paraphrase)", 2), ("random_excess_max", "random control excess (max)", 2),
            ("seen_gap", "seen gap", 3), ("unseen_gap", "unseen gap", 3),
@@ -83,7 +88,9 @@ def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
         cells = []
         for key, _, digits in COLUMNS:
             m, spread = _mean([r.get(key) for r in runs])
-            if m is None:
+            if key == "seed":
+                cells.append(",".join(str(r["seed"]) for r in runs))
+            elif m is None:
                 cells.append("-")
             elif key == "n_trainable":
                 cells.append(f"{int(m):,}")
@@ -91,7 +98,7 @@ def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
                 cells.append(fmt(m, None, digits) + (f" (± {spread:.{digits}f})" if spread else ""))
         if name != BASE:
             worst = {r.get("worst_rule") for r in runs}
-            cells[4] += f" {'/'.join(sorted(w for w in worst if w))}"
+            cells[5] += f" {'/'.join(sorted(w for w in worst if w))}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         chart[name] = (_mean([r.get("paraphrase_seen") or r.get("heldout_seen") for r in runs])[0],
                        _mean([r.get("heldout_unseen") for r in runs])[0])
@@ -101,7 +108,8 @@ def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
     common = f" --common {' '.join(args.common)}" if args.common else ""
     text = (f"# Results: Zhyper against its baselines at the main job's budget\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/compare_methods.py --seeds {seeds}{common}` "
-            f"(each method is `bash make.sh train` with the overrides below; runs in `{args.out}/`).\n\n"
+            f"(each method is `bash make.sh train` with the overrides below; runs in `{args.out}/`; the "
+            "seeds column says which seeds each row averages).\n\n"
             "Figures are means over the seeds, with half the range between seeds in brackets. Compliance: "
             "fraction of greedy answers passing the rule's checker (16 paraphrase answers and 8 held-out "
             "answers per rule and seed). Random control excess: for each seen rule, the rate at which random strings "

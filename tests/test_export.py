@@ -104,7 +104,7 @@ def test_smollm2_peft_adapter_and_merge_equal_zhyper(tmp_path):
         torch.testing.assert_close(merged(ids).logits, want, rtol=1e-5, atol=1e-4)
 
 
-# ---------------------------------------------------------------- where exports may be written (issue 12)
+# ---------------------------------------------------------------- where exports may be written
 def _files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -273,7 +273,8 @@ def _check_base_before_loading(folder: Path, record: dict, config, base, revisio
 def _check_model_type(folder: Path, base_info: dict, model_type: str | None, base_name: str) -> None:
     recorded = base_info.get("model_type")
     if recorded and model_type and recorded != model_type:
-        raise ValueError(f"checkpoint {folder} was trained on a {recorded!r} base model ({base_info.get('id')!r}), "
+        trained_on = f" ({base_info['id']!r})" if base_info.get("id") else ""
+        raise ValueError(f"checkpoint {folder} was trained on a {recorded!r} base model{trained_on}, "
                          f"but the base model {base_name} is a {model_type!r} model; pass base_model= the base it "
                          "was trained on")
 

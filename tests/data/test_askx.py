@@ -113,7 +113,7 @@ def test_real_askx_countries_and_regions(shared_data):
     assert any("\n" in a for a in countries.examples["answer"])
 
 
-# ---------------------------------------------------------------- bad CSVs (issue 12)
+# ---------------------------------------------------------------- bad CSVs
 def _copy(askx, tmp_path):
     shutil.copytree(askx, tmp_path / "a")
     return tmp_path / "a"

@@ -86,7 +86,7 @@ def test_row_missing_a_nested_field_names_the_row(tasks, tmp_path):
         load_tasks(tasks, {"add_numbers": str(bad)})
 
 
-# ---------------------------------------------------------------- bad rows: named, or skipped and counted (issue 12)
+# ---------------------------------------------------------------- bad rows: named, or skipped and counted
 CAPITALS = ['{"country": "France", "capital": "Paris"}', '{"country": "Japan", "capital": "Tokyo"}']
 
 
@@ -122,6 +122,26 @@ def test_nested_null_field_is_named(tasks, tmp_path):
                                 "answerKey": "A"}) + "\n")
     with pytest.raises(ValueError, match=r"add.jsonl line 1: field 'choices\[text\]\[1\]' is null"):
         load_tasks(tasks, {"add_numbers": str(path)})
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"country": "France", "capital": ""}, r"response field 'capital' is empty"),
+    ({"country": "France", "capital": "  "}, r"response field 'capital' is empty"),
+    ({"country": "France", "capital": float("nan")}, r"response field 'capital' is nan \(not a finite number\)"),
+    ({"country": ["France"], "capital": "Paris"}, r"field 'country' is a list, not a single value"),
+    ({"country": {"name": "France"}, "capital": "Paris"}, r"field 'country' is a JSON object"),
+])
+def test_values_that_would_train_on_garbage_are_named(tasks, tmp_path, row, problem):
+    path = tmp_path / "caps.jsonl"
+    good = json.dumps({"country": "Peru", "capital": "Lima"})
+    path.write_text(good + "\n" + json.dumps(row) + "\n")  # json writes a bare NaN, as such files hold
+    with pytest.raises(ValueError, match=r"caps.jsonl line 2: " + problem):
+        load_tasks(tasks, {"capitals": str(path)})
+    data = load_tasks(tasks, {"capitals": str(path)}, skip_bad_rows=True)
+    assert data.examples["response"] == ["Lima"] and data.skipped == {str(path.resolve()): 1}
+    # twin: the same row with a usable value loads
+    path.write_text(good + "\n" + json.dumps({"country": "France", "capital": "Paris"}) + "\n")
+    assert load_tasks(tasks, {"capitals": str(path)}).examples["response"] == ["Lima", "Paris"]
 
 
 def test_csv_rows_empty_cells_and_field_counts(tasks, tmp_path):

@@ -149,6 +149,9 @@ def test_resume_reproduces_losses_exactly(zero3, runs):
     # the history of the first two steps comes back from the checkpoint; the resumed ones match too
     assert len(_losses(out)) == 4
     assert _losses(out) == pytest.approx(_losses(zero3), abs=1e-6)
+    with pytest.raises(AssertionError, match="finished run"):  # nothing left to resume: refused, nothing rewritten
+        _train(out, resume=True)
+    assert len(_losses(out)) == 4
 
 
 def test_gradient_accumulation_equals_one_big_batch(zero3, runs, tmp_path):

@@ -14,6 +14,7 @@ on the loaders' data (``decode_errors``).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import string
 from dataclasses import dataclass, field
@@ -46,9 +47,26 @@ class RowError(ValueError):
 
 
 class _NullField(Exception):
-    def __init__(self, name: str, missing: bool):
+    def __init__(self, name: str, missing: bool, state: str = "null"):
         super().__init__(name)
-        self.name, self.missing = name, missing
+        self.name, self.missing, self.state = name, missing, ("missing" if missing else state)
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why a field's value cannot be written into a prompt or be an answer; None when it can.
+
+    null; a non-finite number (JSON lines may hold a bare ``NaN``); a list or an object (it would be
+    written as its Python repr); an empty or blank string.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} (not a finite number)"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {'list' if not isinstance(value, dict) else 'JSON object'}, not a single value"
+    if isinstance(value, str) and not value.strip():
+        return "empty"
+    return None
 
 
 class _RowFormatter(string.Formatter):
@@ -66,8 +84,9 @@ class _RowFormatter(string.Formatter):
                 raise _NullField(path, missing=False)
             obj = getattr(obj, key) if is_attr else obj[key]
             path += f".{key}" if is_attr else f"[{key}]"
-        if obj is None:
-            raise _NullField(path, missing=False)
+        problem = _value_problem(obj)
+        if problem is not None:
+            raise _NullField(path, missing=False, state=problem)
         return obj, first
 
 
@@ -133,18 +152,19 @@ class TaskSpec:
         try:
             return _FORMATTER.vformat(self.user_prompt_template, (), row)
         except _NullField as err:
-            state = "missing" if err.missing else "null"
-            raise RowError(f"{where}: field {err.name!r} is {state}, but the user_prompt_template of {self.source} "
+            raise RowError(f"{where}: field {err.name!r} is {err.state}, but the user_prompt_template of {self.source} "
                            "needs it") from None
         except (KeyError, IndexError, TypeError, AttributeError) as err:
             raise RowError(f"{where}: the user_prompt_template of {self.source} cannot be filled from this row: "
                            f"{type(err).__name__}: {err}") from err
 
     def response(self, row: Mapping[str, Any], where: str | None = None) -> str:
-        """prefill + row[response_field] + postfill; a missing or null response field raises ``RowError``."""
+        """prefill + row[response_field] + postfill; a missing, null, empty, non-finite or list/object
+    response field raises ``RowError``."""
         value = row.get(self.response_field) if isinstance(row, Mapping) else None
-        if value is None:
-            state = "missing" if self.response_field not in row else "null"
+        problem = _value_problem(value)
+        if problem is not None:
+            state = "missing" if self.response_field not in row else problem
             raise RowError(f"{where or 'data row'}: response field {self.response_field!r} is {state} "
                            f"(response_field of {self.source})")
         return f"{self.assistant_prefill}{value}{self.assistant_postfill}"

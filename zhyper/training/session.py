@@ -153,7 +153,7 @@ def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread |
     return thread
 
 
-def start(cfg, resume: bool, local_rank: int) -> Session:
+def start(cfg, resume: str | None, local_rank: int) -> Session:
     """Set up this process: base conversion, lock, watchdog, process group, logging, resume check."""
     import deepspeed
     import torch
@@ -178,4 +178,11 @@ def start(cfg, resume: bool, local_rank: int) -> Session:
     if not resume and latest_tag(session.ckpt_dir) is not None:
         raise SystemExit(f"{session.ckpt_dir} already holds a checkpoint: pass --resume to continue it, "
                          "or choose another output_dir")
+    if resume:
+        tag = latest_tag(session.ckpt_dir) if resume in (True, "latest") else resume
+        step = int(tag[4:]) if tag and tag.startswith("step") and tag[4:].isdigit() else -1
+        if step >= cfg.train.max_steps and (out_dir / "final").is_dir():
+            raise SystemExit(f"{out_dir} is a finished run ({tag} of train.max_steps={cfg.train.max_steps}, final/ "
+                             "written): nothing to resume. Raise train.max_steps to train on from it, or choose "
+                             "another output_dir")
     return session
