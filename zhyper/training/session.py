@@ -124,18 +124,22 @@ def launcher_pids() -> list[int]:
 
 
 def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread | None:
-    """A daemon thread that ends this process when any of ``pids`` has exited or has been orphaned
-    (its parent died and it was handed to init: the launcher chain above it is broken)."""
+    """A daemon thread that ends this process when any of ``pids`` has exited, or when one of them
+    whose parent is also watched (the per-node launcher under the runner) lost that parent.
+
+    The topmost watched process may lose its own parent: ``nohup deepspeed ... &`` from a shell
+    that then exits hands the runner to init, and the run must go on.
+    """
     import psutil
 
     if not pids:
         return None
     procs = [psutil.Process(p) for p in pids]
-    parents = [p.ppid() for p in procs]
+    parents = [p.ppid() if p.ppid() in pids else None for p in procs]  # only links inside the chain
 
     def gone(p, parent) -> bool:
         try:
-            return p.status() == psutil.STATUS_ZOMBIE or (parent != 1 and p.ppid() != parent)
+            return p.status() == psutil.STATUS_ZOMBIE or (parent is not None and p.ppid() != parent)
         except psutil.NoSuchProcess:
             return True
 
