@@ -126,7 +126,9 @@ def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
             "and unrelated sentences as the description produce answers passing that rule, minus the rate "
             "of the base model with no description; the largest over the seen rules. Gaps: loss with the "
             "right description minus with another context's, nats/token (negative: the description is used).\n\n"
-            + "\n".join(lines) + f"\n\n![compliance]({png.name})\n\nOverrides per method:\n\n"
+            + "\n".join(lines) + "".join(f"\n\nNot run for this table: {', '.join(missing)}." for missing in
+                                          [[n for n in args.methods if n not in rows]] if missing)
+            + f"\n\n![compliance]({png.name})\n\nOverrides per method:\n\n"
             + "\n".join(f"- {n}: `{' '.join(METHODS[n]) or '(default.yaml)'}`" for n in rows if n in METHODS)
             + f"\n- {BASE}: the adapters-off answers of the runs above, description in the prompt.\n"
             + "\nEvery method trains on the main job's data (null context and augmented descriptions included) "
