@@ -33,7 +33,9 @@ case "$cmd" in
   test-fast) setup; exec "$PY" -m pytest -q -m "not slow" "$@" ;;
   train)
     setup
-    exec "$VENV/bin/deepspeed" --num_gpus 2 --master_port "${ZHYPER_PORT:-29531}" launch/train.py \
+    # a free port unless ZHYPER_PORT is set: two runs on one machine must not collide on the rendezvous
+    port="${ZHYPER_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+    exec "$VENV/bin/deepspeed" --num_gpus 2 --master_port "$port" launch/train.py \
       --ds_config launch/configs/zero2.json --config launch/configs/default.yaml "$@" ;;
   bench)
     setup
