@@ -163,7 +163,7 @@ def start(cfg, resume: str | None, local_rank: int) -> Session:
     import torch
     import torch.distributed as dist
 
-    from zhyper.training.resume import latest_tag
+    from zhyper.training.resume import latest_tag, verify
 
     if cfg.base_model in ("smollm2", "tiny-llama"):  # convert the shipped model (first run) before any process
         from zhyper.base_model import smollm2_path  # group exists: under one, transformers saves on rank 0 only
@@ -185,7 +185,8 @@ def start(cfg, resume: str | None, local_rank: int) -> Session:
     if resume:
         tag = latest_tag(session.ckpt_dir) if resume in (True, "latest") else resume
         step = int(tag[4:]) if tag and tag.startswith("step") and tag[4:].isdigit() else -1
-        if step >= cfg.train.max_steps and (out_dir / "final").is_dir():
+        # a finished run with an intact last checkpoint (a damaged one is named by the resume check instead)
+        if step >= cfg.train.max_steps and (out_dir / "final").is_dir() and verify(session.ckpt_dir / tag) is None:
             raise SystemExit(f"{out_dir} is a finished run ({tag} of train.max_steps={cfg.train.max_steps}, final/ "
                              "written): nothing to resume. Raise train.max_steps to train on from it, or choose "
                              "another output_dir")
