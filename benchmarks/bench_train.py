@@ -78,15 +78,14 @@ def _build(variant: str, ds: dict, tokenizer_path: str, checkpointing: bool = Fa
 
 
 def worker(args) -> None:
-    import deepspeed
     import torch
     import torch.distributed as dist
 
     from zhyper.base_model import smollm2_path
-    from zhyper.training.session import peak_rss_bytes
+    from zhyper.training.session import init_distributed, peak_rss_bytes
 
     cuda = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    init_distributed()
     rank = dist.get_rank()
     ds = json.loads(Path(args.ds_config).read_text())
     ds.update(train_micro_batch_size_per_gpu=args.micro, gradient_accumulation_steps=1,

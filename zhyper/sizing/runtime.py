@@ -40,10 +40,10 @@ def _measure(config: str | None, ds_config: str | None) -> dict:
     from zhyper.training import build, evaluate, final, report, resume, session  # noqa: F401
     from zhyper.training.config import load_config
     from zhyper.training.data import load_data, training_rows
-    from zhyper.training.session import peak_rss_bytes
+    from zhyper.training.session import init_distributed, peak_rss_bytes
 
     cfg = load_config(config)
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_distributed("gloo")
     tokenizer = build.tokenizer_for(cfg)
     ChatCollator(tokenizer, max_length=cfg.data.max_length)
     data = load_data(cfg)

@@ -7,6 +7,13 @@
 - Every rank watches the launcher that started it (its parent, and the ``deepspeed`` /
   ``torchrun`` runner above that): when one of them is gone, the rank exits within a couple of
   seconds instead of training on as an orphan.
+- DeepSpeed's CPU backend builds (JIT, ninja, a lock under ~/.cache/torch_extensions) a shared-memory
+  all-reduce for inference and maps a 69 MB segment per rank
+  (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``) that it never unlinks: every
+  run would leave 69 MB per rank in RAM until reboot, and a build killed half-way leaves a lock that
+  hangs every later run. Training never uses that all-reduce, so ``init_distributed`` turns it off;
+  should a DeepSpeed version create the segment anyway, each rank unlinks its name once every peer
+  has mapped it (the mappings live on until the process ends, however it ends).
 """
 
 from __future__ import annotations
@@ -123,6 +130,24 @@ def launcher_pids() -> list[int]:
     return watched
 
 
+def shm_segment(rank: int) -> Path:
+    """The shared-memory name DeepSpeed's CPU all-reduce gives this run's ``rank`` (from MASTER_ADDR/PORT)."""
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    return Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def init_distributed(backend: str | None = None) -> None:
+    """``deepspeed.init_distributed`` that leaves nothing in /dev/shm (see the module's docstring)."""
+    import deepspeed.ops
+    import torch
+    import torch.distributed as dist
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # see the module's docstring
+    deepspeed.init_distributed(dist_backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    dist.barrier()  # every rank has opened every peer's segment: the names are no longer needed
+    shm_segment(dist.get_rank()).unlink(missing_ok=True)
+
+
 def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread | None:
     """A daemon thread that ends this process when any of ``pids`` has exited, or when one of them
     whose parent is also watched (the per-node launcher under the runner) lost that parent.
@@ -159,7 +184,6 @@ def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread |
 
 def start(cfg, resume: str | None, local_rank: int) -> Session:
     """Set up this process: base conversion, lock, watchdog, process group, logging, resume check."""
-    import deepspeed
     import torch
     import torch.distributed as dist
 
@@ -173,7 +197,7 @@ def start(cfg, resume: str | None, local_rank: int) -> Session:
     lock = lock_output_dir(out_dir) if int(os.environ.get("RANK", "0")) == 0 else None
     if "LOCAL_RANK" in os.environ:  # started by a launcher: stop when it stops
         watch_launcher(launcher_pids())
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
