@@ -36,7 +36,8 @@ def _env(tmp: Path) -> dict:
 
 
 def _train(out: Path, *overrides: str, ds: str = "zero3.json", resume: bool = False, launcher=None) -> Path:
-    cmd = launcher or [DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port())]
+    port = _free_port()
+    cmd = launcher or [DEEPSPEED, "--num_gpus", "2", "--master_port", str(port)]
     cmd = [*cmd, str(REPO / "launch" / "train.py"), "--ds_config", str(CONFIGS / ds),
            "--config", str(CONFIGS / "cpu-tiny.yaml"), f"output_dir={out}", "debug_outputs=true", *overrides]
     if resume:
@@ -44,6 +45,7 @@ def _train(out: Path, *overrides: str, ds: str = "zero3.json", resume: bool = Fa
     proc = subprocess.run(cmd, cwd=REPO, env=_env(out), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")), "the run left shared memory"
     return out
 
 
