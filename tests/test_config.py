@@ -48,3 +48,59 @@ def test_validation_names_the_field(kwargs, error, message):
 ])
 def test_contrast_applies_only_where_shared_factors_carry_the_common_part(kwargs, uses):
     assert ZhyperConfig(**kwargs).uses_contrast() is uses
+
+
+class _Layout:
+    """The two facts HyperNetConfig.from_layout reads from an AdapterLayout."""
+
+    n_layers, module_types = 3, ("q_proj", "v_proj")
+
+    def features_of(self, module_type):
+        return {"q_proj": (12, 12), "v_proj": (12, 4)}[module_type]
+
+
+def test_hypernet_config_takes_every_setting_from_the_model_config():
+    from zhyper.hyper.spec import SETTING_FIELDS
+
+    cfg = ZhyperConfig(mode="square", rank=4, latent_dim=32, head_in=24, n_blocks=1, mlp_ratio=2, dropout=0.2,
+                       hyper_dropout=0.1, z_init="identity", contrast=True)
+    hcfg = cfg.hypernet_config(_Layout(), context_dim=6)
+    got = {name: getattr(hcfg, name) for name in SETTING_FIELDS}
+    assert got == dict(mode="square", rank=4, latent_dim=32, head_in=24, n_blocks=1, mlp_ratio=2, dropout=0.1,
+                       z_init="identity", contrast=True)
+    assert (hcfg.n_layers, hcfg.module_types, hcfg.features["v_proj"]) == (3, ("q_proj", "v_proj"), (12, 4))
+
+
+def test_hypernet_config_twin_a_different_setting_shows():
+    """The twin: the mapping is not constant (LoRA's dropout is not the hypernetwork's; contrast only where it applies)."""
+    plain = ZhyperConfig().hypernet_config(_Layout(), context_dim=6)
+    other = ZhyperConfig(dropout=0.3, mode="full").hypernet_config(_Layout(), context_dim=6)
+    assert plain.dropout == other.dropout == 0.05
+    assert (plain.contrast, other.contrast) == (True, False) and plain != other
+
+
+def test_hypernet_config_has_no_defaults_of_its_own():
+    """One home for the defaults: a HyperNetConfig without its settings names what is missing."""
+    from zhyper.hyper.spec import HyperNetConfig
+
+    with pytest.raises(TypeError, match="missing 9 required positional arguments: 'mode', 'rank'"):
+        HyperNetConfig(context_dim=6, n_layers=3, module_types=("q_proj",), features={"q_proj": (12, 12)})
+
+
+# zhyper_config.json as the code before the configs were unified wrote it (every ZhyperConfig field, flat)
+OLD_CHECKPOINT_CONFIG = {
+    "mode": "square", "rank": 4, "alpha": 8.0, "rslora": False, "dropout": 0.0, "target_modules": ["q_proj"],
+    "encoder": "all-MiniLM-L6-v2", "encoder_pooling": None, "context_dim": None, "z_init": "identity",
+    "contrast": True, "latent_dim": 64, "head_in": 128, "n_blocks": 1, "mlp_ratio": 2, "hyper_dropout": 0.0,
+}
+
+
+def test_old_checkpoint_config_loads_and_writes_the_same_json():
+    cfg = ZhyperConfig.from_dict(OLD_CHECKPOINT_CONFIG)
+    assert cfg.to_dict() == OLD_CHECKPOINT_CONFIG
+    assert cfg.hypernet_config(_Layout(), context_dim=384).latent_dim == 64
+
+
+def test_old_checkpoint_config_twin_a_changed_file_differs():
+    changed = ZhyperConfig.from_dict({**OLD_CHECKPOINT_CONFIG, "latent_dim": 32})
+    assert changed.to_dict() != OLD_CHECKPOINT_CONFIG

@@ -1,8 +1,10 @@
 """ZhyperConfig: every choice that defines a Zhyper model on top of a base LM, validated on construction.
 
-This module is the one home of the model's vocabulary (``MODES``, ``Z_INITS``, ``POOLINGS``) and of
-the checks of the hypernetwork's shape fields (``check_hypernet_fields``), which ``HyperNetConfig``
-runs too. It imports nothing heavy: a run config can be validated before torch loads.
+The model's vocabulary lives on the floors below and is re-exported here: ``MODES`` in
+``zhyper.layers.shapes``, ``Z_INITS``, ``POOLINGS`` and the checks of the hypernetwork's shape fields
+(``check_hypernet_fields``) in ``zhyper.hyper.spec``, next to ``HyperNetConfig``. This class holds the
+only defaults of the hypernetwork's fields; ``hypernet_fields`` is the one place they are mapped to a
+``HyperNetConfig``. It imports nothing heavy: a run config can be validated before torch loads.
 """
 
 from __future__ import annotations
@@ -12,46 +14,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-MODES = ("diag", "square", "full")
-Z_INITS = ("identity", "paper")
-POOLINGS = ("cls", "mean", "max", "lasttoken")
+from zhyper.hyper.spec import (KNOWN_ENCODER_DIMS, POOLINGS, SETTING_FIELDS, Z_INITS, HyperNetConfig, check_choice,
+                               check_hypernet_fields, check_int, check_probability)
+from zhyper.layers.shapes import MODES
 
-# Output dimension of the encoders we know by name, so a model can be built (or its
-# parameters counted) without loading the encoder.
-KNOWN_ENCODER_DIMS = {
-    "all-MiniLM-L6-v2": 384,
-    "sentence-transformers/all-MiniLM-L6-v2": 384,
-    "Alibaba-NLP/gte-large-en-v1.5": 1024,
-}
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
-
-
-def check_int(name: str, value: Any, low: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-
-
-def check_probability(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
-
-
-def check_hypernet_fields(mode: str, z_init: str, rank: int, latent_dim: int, head_in: int, n_blocks: int,
-                          mlp_ratio: int, dropout: float, dropout_name: str = "dropout") -> None:
-    """The checks every hypernetwork shape must pass (ZhyperConfig and HyperNetConfig run the same)."""
-    check_choice("mode", mode, MODES)
-    check_choice("z_init", z_init, Z_INITS)
-    for name, value in (("rank", rank), ("latent_dim", latent_dim), ("head_in", head_in), ("mlp_ratio", mlp_ratio)):
-        check_int(name, value, 1)
-    check_int("n_blocks", n_blocks, 0)
-    if latent_dim % 4 or latent_dim < 16:
-        raise ValueError(f"latent_dim: expected a multiple of 4 and >= 16 (split 2:1:1 into context, layer and "
-                         f"type embeddings, each LayerNorm-ed), got {latent_dim}")
-    check_probability(dropout_name, dropout)
+__all__ = ["KNOWN_ENCODER_DIMS", "MODES", "POOLINGS", "Z_INITS", "ZhyperConfig", "check_choice", "check_hypernet_fields",
+           "check_int", "check_probability"]
 
 
 @dataclass
@@ -122,14 +90,18 @@ class ZhyperConfig:
         """context_dim if set, else the known dimension of ``encoder``, else None (must load it)."""
         return self.context_dim if self.context_dim is not None else KNOWN_ENCODER_DIMS.get(self.encoder)
 
-    def hypernet_config(self, layout, context_dim: int):
-        """The HyperNetConfig of this model on an ``AdapterLayout`` (the one place the fields are mapped)."""
-        from zhyper.hyper.hypernet import HyperNetConfig
+    def hypernet_fields(self) -> dict[str, Any]:
+        """The hypernetwork's settings as ``HyperNetConfig`` names them (the one place the fields are mapped).
 
-        return HyperNetConfig.from_layout(layout, context_dim, mode=self.mode, rank=self.rank,
-                                          latent_dim=self.latent_dim, head_in=self.head_in, n_blocks=self.n_blocks,
-                                          mlp_ratio=self.mlp_ratio, dropout=self.hyper_dropout, z_init=self.z_init,
-                                          contrast=self.uses_contrast())
+        ``dropout`` there is ``hyper_dropout`` here (``dropout`` here is LoRA's); ``contrast`` there is
+        whether it applies (``uses_contrast``). Every other name is the same.
+        """
+        mapped = {"dropout": self.hyper_dropout, "contrast": self.uses_contrast()}
+        return {name: mapped[name] if name in mapped else getattr(self, name) for name in SETTING_FIELDS}
+
+    def hypernet_config(self, layout, context_dim: int) -> HyperNetConfig:
+        """The HyperNetConfig of this model on an ``AdapterLayout``."""
+        return HyperNetConfig.from_layout(layout, context_dim, **self.hypernet_fields())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,16 +7,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zhyper.config import ZhyperConfig
 from zhyper.hyper.hypernet import HyperNetConfig, HyperNetwork
 from zhyper.layers.zlinear import split_full
 
 FEATURES = {"q_proj": (12, 12), "v_proj": (12, 4), "down_proj": (20, 12)}
+# HyperNetConfig has no defaults of its own: the settings of a default ZhyperConfig, contrast off
+SETTINGS = {**ZhyperConfig().hypernet_fields(), "contrast": False}
 
 
 def make(mode="diag", n_layers=3, types=("q_proj", "v_proj"), rank=2, **kw) -> HyperNetwork:
+    settings = {**SETTINGS, "mode": mode, "rank": rank, "latent_dim": 16, "head_in": 16, "dropout": 0.0, **kw}
     cfg = HyperNetConfig(context_dim=6, n_layers=n_layers, module_types=types,
-                         features={t: FEATURES[t] for t in types}, mode=mode, rank=rank, latent_dim=16,
-                         head_in=16, dropout=0.0, **kw)
+                         features={t: FEATURES[t] for t in types}, **settings)
     return HyperNetwork(cfg).eval()
 
 
@@ -120,7 +123,7 @@ def test_bad_context_shape_names_expected_shape():
     (dict(module_types=("q_proj", "k_proj")), r"features: no \(in, out\) for module types \['k_proj'\]"),
 ])
 def test_config_validation(kwargs, message):
-    base = dict(context_dim=6, n_layers=2, module_types=("q_proj",), features=FEATURES)
+    base = dict(context_dim=6, n_layers=2, module_types=("q_proj",), features=FEATURES, **SETTINGS)
     base.update(kwargs)
     with pytest.raises(ValueError, match=message):
         HyperNetConfig(**base)

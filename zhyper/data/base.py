@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
+from zhyper.hyper.spec import check_descriptions  # noqa: F401  (its home: the encoder's floor, hyper)
+
 if TYPE_CHECKING:  # datasets is heavy: imported by the loaders only
     from datasets import Dataset
 
@@ -121,24 +123,6 @@ def split_descriptions(descriptions: Sequence[str], heldout_fraction: float, see
     random.Random(f"{seed}:{key}").shuffle(order)
     held = set(order[:n_held])
     return [d for i, d in enumerate(unique) if i not in held], [d for i, d in enumerate(unique) if i in held]
-
-
-def check_descriptions(value: object, argument: str = "descriptions", non_empty: bool = False) -> list[str]:
-    """A list of non-empty description strings, or an error naming ``argument`` and the bad entry.
-
-    TypeError for something that is not a list of strings; ValueError for an empty string (and for
-    an empty list when ``non_empty``). Entries are returned as given.
-    """
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise TypeError(f"{argument}: expected a list of strings, got {type(value).__name__} {str(value)[:80]!r}")
-    if non_empty and not value:
-        raise ValueError(f"{argument}: expected a non-empty list of descriptions, got an empty list")
-    for i, d in enumerate(value):
-        if not isinstance(d, str):
-            raise TypeError(f"{argument}[{i}]: expected a string, got {type(d).__name__} ({d!r})")
-        if not d.strip():
-            raise ValueError(f"{argument}[{i}]: expected a non-empty description, got {d!r}")
-    return list(value)
 
 
 def positional_split(n: int, train_fraction: float) -> int:

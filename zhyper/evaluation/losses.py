@@ -15,10 +15,20 @@ import logging
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from zhyper.training.objective import per_example_loss
+from zhyper.data.chat import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor):
+    """Summed response-token loss and token count per example: two (b,) tensors."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    tok = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    mask = shift_labels != IGNORE_INDEX
+    return (tok * mask).sum(1), mask.sum(1)
 
 
 @dataclass
@@ -137,8 +147,10 @@ def eval_items(data, split: str, max_examples: int, description: str = "heldout"
             ctx = contexts[(contexts.index(ctx) + 1) % len(contexts)]
         pool = (paraphrases[ctx] if description == "paraphrase"
                 else data.heldout_descriptions.get(ctx) or data.descriptions[ctx])
-        items.append(EvalItem(row["prompt"], row["response"], row.get("system") or "", row["context"],
-                              pool[rng.randrange(len(pool))]))
+        drawn = pool[rng.randrange(len(pool))]
+        if description == "heldout" and row.get("description"):  # a target made for this row's own description
+            drawn = row["description"]
+        items.append(EvalItem(row["prompt"], row["response"], row.get("system") or "", row["context"], drawn))
     return items
 
 

@@ -18,8 +18,7 @@ from typing import Sequence
 import torch
 from cachetools import LRUCache
 
-from zhyper.config import KNOWN_ENCODER_DIMS, POOLINGS
-from zhyper.data.base import check_descriptions
+from .spec import KNOWN_ENCODER_DIMS, POOLINGS, check_descriptions
 
 logger = logging.getLogger(__name__)
 

@@ -43,64 +43,14 @@ through ``nn.Embedding.__call__``), and no metadata is read from parameter shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
-
 import torch
 from torch import nn
 
-from zhyper.config import check_hypernet_fields, check_int
-from zhyper.layers.zlinear import init_lora_a_, modulation_shape
+from zhyper.layers.zlinear import init_lora_a_
 
+from .spec import HyperNetConfig
 
-@dataclass(frozen=True)
-class HyperNetConfig:
-    """Shapes of one hypernetwork: context size, the (layer × type) grid, per-type features, widths."""
-
-    context_dim: int  # d_c, size of the sentence embedding
-    n_layers: int  # L, rows of the modulation grid
-    module_types: tuple[str, ...]  # T column names, e.g. ("q_proj", "v_proj")
-    features: Mapping[str, tuple[int, int]]  # module type -> (in_features, out_features)
-    mode: str = "diag"
-    rank: int = 8
-    latent_dim: int = 128
-    head_in: int = 512
-    n_blocks: int = 2
-    mlp_ratio: int = 4
-    dropout: float = 0.05
-    z_init: str = "identity"
-    contrast: bool = False
-
-    def __post_init__(self) -> None:
-        check_hypernet_fields(self.mode, self.z_init, self.rank, self.latent_dim, self.head_in, self.n_blocks,
-                              self.mlp_ratio, self.dropout)
-        check_int("context_dim", self.context_dim, 1)
-        check_int("n_layers", self.n_layers, 1)
-        if not isinstance(self.contrast, bool):
-            raise TypeError(f"contrast: expected a bool, got {type(self.contrast).__name__}")
-        if self.contrast and (self.mode == "full" or self.z_init != "identity"):
-            raise ValueError(f"contrast: needs mode diag or square with z_init 'identity' (shared A/B to carry the "
-                             f"common part), got mode {self.mode!r}, z_init {self.z_init!r}")
-        types = tuple(self.module_types)
-        if not types or len(set(types)) != len(types):
-            raise ValueError(f"module_types: expected distinct names, got {types!r}")
-        missing = [t for t in types if t not in self.features]
-        if missing:
-            raise ValueError(f"features: no (in, out) for module types {missing}; given {dict(self.features)}")
-        object.__setattr__(self, "module_types", types)
-        object.__setattr__(self, "features", {t: (int(self.features[t][0]), int(self.features[t][1])) for t in types})
-
-    @classmethod
-    def from_layout(cls, layout, context_dim: int, **kwargs) -> "HyperNetConfig":
-        """The grid and features of an ``AdapterLayout``; widths and mode from ``kwargs``."""
-        features = {t: layout.features_of(t) for t in layout.module_types}
-        return cls(context_dim=context_dim, n_layers=layout.n_layers, module_types=tuple(layout.module_types),
-                   features=features, **kwargs)
-
-    def output_shape(self, module_type: str) -> tuple[int, ...]:
-        """One context's modulation shape for one layer of ``module_type``."""
-        fin, fout = self.features[module_type]
-        return modulation_shape(self.mode, self.rank, fin, fout)
+__all__ = ["GridEmbedding", "HyperNetConfig", "HyperNetwork", "ResidualBlock"]
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:

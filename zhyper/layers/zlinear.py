@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zhyper.config import MODES
-
 from .lowrank import modulated_lowrank
+from .shapes import MODES, modulation_shape
+
+__all__ = ["MODES", "ZLinear", "init_lora_a_", "lora_scaling", "modulation_shape", "split_full"]
 
 
 def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
@@ -45,17 +46,6 @@ def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
 def init_lora_a_(weight: torch.Tensor) -> torch.Tensor:
     """Kaiming-uniform with a = sqrt(5), as nn.Linear and PEFT initialise lora_A."""
     return nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-
-
-def modulation_shape(mode: str, rank: int, in_features: int, out_features: int) -> tuple[int, ...]:
-    """Shape of one context's modulation for a layer: (r,), (r, r) or (r*in + out*r,)."""
-    if mode == "diag":
-        return (rank,)
-    if mode == "square":
-        return (rank, rank)
-    if mode == "full":
-        return (rank * in_features + out_features * rank,)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
 def split_full(modulation: torch.Tensor, rank: int, in_features: int, out_features: int):

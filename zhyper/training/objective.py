@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zhyper.data.chat import IGNORE_INDEX
+from zhyper.evaluation.losses import per_example_loss  # noqa: F401  (its home is evaluation, one floor down)
 
 
 def response_weights(labels: torch.Tensor, first: int = 0, weight: float = 1.0) -> torch.Tensor:
@@ -42,15 +43,6 @@ def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothin
                           label_smoothing=label_smoothing)  # (b, t-1)
     weights = weights.to(tok)
     return (tok * weights).sum(), float(weights.sum())
-
-
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor):
-    """Summed response-token loss and token count per example: two (b,) tensors."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    tok = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
-    mask = shift_labels != IGNORE_INDEX
-    return (tok * mask).sum(1), mask.sum(1)
 
 
 def modulation_penalty(modulation, mode: str, z_init: str) -> torch.Tensor:
