@@ -1,0 +1,199 @@
+"""The package's floors: every import points down (or stays on its floor), and docs/design.md's map says so.
+
+The map is the fenced block under "## Floors" in docs/design.md, one line per floor, top floor first::
+
+    name   entries (a file `x.py`, or a folder `x/` for every file under it)   → floors it imports
+
+Lines starting with ``#`` are comments. The ground (``__init__.py``, ``io.py``, ...) holds helpers
+that import nothing of zhyper; every floor may use them, so no arrow to the ground is drawn.
+
+A file may import its own floor and the floors below it, never one above (that would be a circle
+between floors). The walk reads every ``import zhyper.x`` / ``from zhyper.x import y`` / relative
+import, at module level or inside a function, with ``ast`` (nothing is imported).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "zhyper"
+DESIGN = REPO / "docs" / "design.md"
+ARROW = "→"
+
+
+@dataclass(frozen=True)
+class Floor:
+    name: str
+    level: int  # 0 is the ground
+    entries: tuple[str, ...]  # "io.py", "layers/"
+    imports: frozenset[str]  # the floors below it that the map says it imports
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str  # file relative to the package, "hyper/encoder.py"
+    line: int
+    target: str  # file relative to the package, "data/base.py"
+    module: str  # as written, resolved: "zhyper.data.base"
+
+
+def parse_map(text: str) -> list[Floor]:
+    """The floors of the map under '## Floors' (top first in the text), returned ground first."""
+    section = re.search(r"^## Floors\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    if not section:
+        raise AssertionError("docs/design.md: no '## Floors' section with the map of the package")
+    block = re.search(r"^```\n(.*?)^```", section.group(1), re.S | re.M)
+    if not block:
+        raise AssertionError("docs/design.md '## Floors': no fenced block holding the map")
+    rows = []
+    for raw in block.group(1).splitlines():
+        if not raw.strip() or raw.strip() in {"↓", "|"} or raw.lstrip().startswith("#"):
+            continue
+        left, _, right = raw.partition(ARROW)
+        name, *entries = left.split()
+        if not entries:
+            raise AssertionError(f"docs/design.md map line {raw!r}: expected 'name entries... {ARROW} floors'")
+        rows.append((name, tuple(entries), frozenset(right.split())))
+    n = len(rows)
+    return [Floor(name, n - 1 - i, entries, imports) for i, (name, entries, imports) in enumerate(rows)][::-1]
+
+
+def floor_of(path: str, floors: list[Floor]) -> Floor | None:
+    """The floor whose entry matches ``path`` (a file relative to the package); the longest entry wins."""
+    best = None
+    for floor in floors:
+        for entry in floor.entries:
+            if path == entry or (entry.endswith("/") and path.startswith(entry)):
+                if best is None or len(entry) > len(best[1]):
+                    best = (floor, entry)
+    return best[0] if best else None
+
+
+def module_file(module: str, root: Path) -> str | None:
+    """``zhyper.a.b`` -> "a/b.py" or "a/b/__init__.py" when it exists under ``root``."""
+    parts = module.split(".")[1:]
+    candidates = [Path(*parts, "__init__.py")] + ([Path(*parts[:-1], parts[-1] + ".py")] if parts else [])
+    for candidate in candidates:
+        if (root / candidate).is_file():
+            return candidate.as_posix()
+    return None
+
+
+def _package_of(rel: str) -> str:
+    """The package a relative import in file ``rel`` starts from: "hyper/encoder.py" -> "zhyper.hyper"."""
+    parts = ["zhyper", *Path(rel).with_suffix("").parts]
+    return ".".join(parts[:-1])
+
+
+def _imported(node: ast.AST, package: str, root: Path) -> list[tuple[str, str]]:
+    """(module, file) for each zhyper file an import node loads; ``from pkg import sub`` loads pkg/sub.py."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module or ""
+        names = [f"{module}.{a.name}" if module_file(f"{module}.{a.name}", root) else module for a in node.names]
+    else:
+        return []
+    found = [(m, module_file(m, root)) for m in names if m.split(".")[0] == "zhyper"]
+    return list(dict.fromkeys((m, f) for m, f in found if f))
+
+
+def import_edges(root: Path) -> list[Edge]:
+    """Every import of a zhyper module by a file under ``root`` (the package folder), with its line."""
+    edges = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            edges += [Edge(rel, node.lineno, target, module)
+                      for module, target in _imported(node, _package_of(rel), root) if target != rel]
+    return edges
+
+
+def violations(edges: list[Edge], floors: list[Floor], files: list[str]) -> list[str]:
+    """Upward imports, files on no floor, map entries that match nothing, arrows the map does not show."""
+    problems = [f"zhyper/{f}: on no floor of the map in docs/design.md ('## Floors'); add it to one"
+                for f in files if floor_of(f, floors) is None]
+    problems += [f"docs/design.md map: entry {e!r} of floor {fl.name!r} matches no file under zhyper/"
+                 for fl in floors for e in fl.entries if not any(f == e or f.startswith(e) for f in files)]
+    seen: dict[str, set[str]] = {fl.name: set() for fl in floors}
+    for edge in edges:
+        src, dst = floor_of(edge.source, floors), floor_of(edge.target, floors)
+        if src is None or dst is None:
+            continue
+        if dst.level > src.level:
+            problems.append(f"zhyper/{edge.source}:{edge.line}: imports {edge.module} (floor {dst.name!r}) from "
+                            f"floor {src.name!r}: an upward import (a circle between floors); move the shared "
+                            f"code down or the import up")
+        elif dst is not src and dst.level > 0:  # the ground's helpers are for every floor: no arrow drawn
+            seen[src.name].add(dst.name)
+    for fl in floors:
+        if seen[fl.name] != set(fl.imports):
+            problems.append(f"docs/design.md map: floor {fl.name!r} imports {sorted(seen[fl.name])} but the map "
+                            f"says {ARROW} {sorted(fl.imports)}; update the map (or the imports)")
+    return problems
+
+
+def package_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
+
+
+def test_every_import_points_down_and_the_map_matches():
+    floors = parse_map(DESIGN.read_text(encoding="utf-8"))
+    problems = violations(import_edges(PACKAGE), floors, package_files(PACKAGE))
+    assert not problems, "\n".join(problems)
+
+
+def test_map_is_ordered_ground_first_and_names_its_floors_once():
+    floors = parse_map(DESIGN.read_text(encoding="utf-8"))
+    names = [fl.name for fl in floors]
+    assert names[0] == "ground" and names[1:3] == ["layers", "hyper"] and len(set(names)) == len(names)
+    assert floors[1].imports == set(), "layers import nothing of zhyper but the ground's helpers"
+    assert floors[2].imports <= {"layers"}, "hyper imports only layers (and the ground's helpers)"
+
+
+@pytest.fixture
+def small_package(tmp_path):
+    """A package with layers/ below hyper/: a twin of the real one to break on purpose."""
+    root = tmp_path / "zhyper"
+    for rel, text in {"__init__.py": "", "layers/__init__.py": "", "layers/zlinear.py": "import math\n",
+                      "hyper/__init__.py": "", "hyper/net.py": "from zhyper.layers.zlinear import math\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    design = ("## Floors\n\n```\nhyper   hyper/   → layers\n  ↓\nlayers  layers/\n  ↓\n"
+              "ground  __init__.py\n```\n")
+    return root, parse_map(design)
+
+
+def test_twin_the_small_package_passes(small_package):
+    root, floors = small_package
+    assert violations(import_edges(root), floors, package_files(root)) == []
+
+
+def test_twin_an_upward_import_fails_naming_file_and_line(small_package):
+    root, floors = small_package
+    (root / "layers" / "zlinear.py").write_text("import math\n\n\ndef late():\n    from zhyper.hyper import net\n")
+    problems = violations(import_edges(root), floors, package_files(root))
+    assert any(p.startswith("zhyper/layers/zlinear.py:5: imports zhyper.hyper.net (floor 'hyper') from floor "
+                            "'layers': an upward import") for p in problems), problems
+
+
+def test_twin_a_file_off_the_map_a_stale_entry_and_a_missing_arrow_fail(small_package):
+    root, _ = small_package
+    (root / "tools.py").write_text("import zhyper\n")
+    floors = parse_map("## Floors\n\n```\n# top first\nhyper   hyper/ gone.py\nlayers  layers/\nground  __init__.py\n```\n")
+    problems = violations(import_edges(root), floors, package_files(root))
+    assert problems == [
+        "zhyper/tools.py: on no floor of the map in docs/design.md ('## Floors'); add it to one",
+        "docs/design.md map: entry 'gone.py' of floor 'hyper' matches no file under zhyper/",
+        "docs/design.md map: floor 'hyper' imports ['layers'] but the map says → []; update the map (or the imports)",
+    ]
