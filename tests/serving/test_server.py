@@ -95,12 +95,17 @@ def test_named_contexts(client, reference):
     from zhyper.serving.contexts import builtin_contexts
 
     upper = builtin_contexts()["upper_case"]
-    named = ask(client, PROMPTS[0], model="zhyper:upper_case", max_tokens=8)
-    assert named.choices[0].message.content == reference.generate([PROMPTS[0]], [upper], max_new_tokens=8)[0]
-    assert named.model == "zhyper:upper_case"
-    own = ask(client, PROMPTS[0], model="zhyper:pirate", max_tokens=8).choices[0].message.content
+    named = ask(client, PROMPTS[0], model="zhyper:pirate", max_tokens=8)
+    own = named.choices[0].message.content
     assert own == reference.generate([PROMPTS[0]], [OWN_CONTEXTS["pirate"][0]], max_new_tokens=8)[0]
-    assert own != named.choices[0].message.content
+    assert named.model == "zhyper:pirate"
+    # a built-in rule the checkpoint's contexts.json does not list: refused, with the description to send instead
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, PROMPTS[0], model="zhyper:upper_case", max_tokens=8)
+    assert err.value.body["code"] == "untrained_context" and upper in err.value.body["message"]
+    explicit = ask(client, PROMPTS[0], upper, max_tokens=8).choices[0].message.content
+    assert explicit == reference.generate([PROMPTS[0]], [upper], max_new_tokens=8)[0]
+    assert own != explicit
     with pytest.raises(openai.NotFoundError) as err:
         ask(client, PROMPTS[0], model="zhyper:no_such_rule", max_tokens=2)
     assert err.value.body["code"] == "model_not_found" and "zhyper:upper_case" in err.value.body["message"]
@@ -112,8 +117,11 @@ def test_named_contexts(client, reference):
 
 
 def test_models_and_health(client, live):
-    ids = [m.id for m in client.models.list()]
-    assert ids[0] == "zhyper" and {"zhyper:upper_case", "zhyper:json_answer", "zhyper:pirate"} <= set(ids)
+    cards = client.models.list().data
+    ids = [m.id for m in cards]
+    assert ids[:2] == ["zhyper", "zhyper:pirate"] and {"zhyper:upper_case", "zhyper:json_answer"} <= set(ids)
+    trained = {m.id: m.model_extra.get("trained") for m in cards[1:]}
+    assert trained["zhyper:pirate"] is True and trained["zhyper:upper_case"] is False  # listed, flagged untrained
     assert client.models.retrieve("zhyper:pirate").id == "zhyper:pirate"
     status, _, raw = http("GET", f"{live[0]}/health")
     body = json.loads(raw)

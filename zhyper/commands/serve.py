@@ -7,6 +7,9 @@ See docs/serving.md.
 from __future__ import annotations
 
 import argparse
+import os
+
+API_KEY_ENV = "ZHYPER_API_KEY"
 
 
 def _positive(name: str, low: int = 1):
@@ -21,6 +24,20 @@ def _positive(name: str, low: int = 1):
     return parse
 
 
+def _seconds(name: str, high: float):
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0 <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{name}: expected a number in [0, {high:g}], got {text!r}")
+        return value
+    return parse
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -29,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="most requests decoded together in one batch (default 32)")
     parser.add_argument("--max-queue", type=_positive("--max-queue"), default=256,
                         help="most requests waiting for a batch slot; more are answered 429 (default 256)")
+    parser.add_argument("--admit-window-ms", type=_seconds("--admit-window-ms", 10_000), default=5.0,
+                        help="a waiting request waits up to this long for others to share its prefill (default 5; "
+                        "0: none); running rows keep decoding meanwhile")
     parser.add_argument("--cache-size", type=_positive("--cache-size", 0), default=1024,
                         help="descriptions whose modulation is kept (LRU; 0 disables the cache; default 1024)")
     parser.add_argument("--default-max-tokens", type=_positive("--default-max-tokens"), default=256,
@@ -38,13 +58,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
     parser.add_argument("--no-builtin-contexts", action="store_true",
                         help="do not offer the built-in suite's rule names as 'zhyper:<rule>' contexts")
+    ops = parser.add_argument_group("operations")
+    ops.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' on /v1 routes "
+                     f"(default: ${API_KEY_ENV} if set, else open); /health, /ready, /metrics stay open")
+    ops.add_argument("--max-prompt-tokens", type=_positive("--max-prompt-tokens"), default=None,
+                     help="refuse prompts longer than this many tokens (default: the context length only)")
+    ops.add_argument("--max-tokens-limit", type=_positive("--max-tokens-limit"), default=None,
+                     help="refuse a max_tokens above this (default: the context length only)")
+    ops.add_argument("--max-description-chars", type=_positive("--max-description-chars"), default=2000,
+                     help="refuse longer descriptions (default 2000 characters)")
+    ops.add_argument("--max-description-tokens", type=_positive("--max-description-tokens"), default=None,
+                     help="refuse descriptions of more encoder tokens (default and maximum: the sentence "
+                     "encoder's window, past which it would drop the rest)")
+    ops.add_argument("--max-body-bytes", type=_positive("--max-body-bytes"), default=4 * 1024 * 1024,
+                     help="refuse larger request bodies with 413 (default 4 MiB)")
+    ops.add_argument("--drain-timeout", type=_seconds("--drain-timeout", 3600), default=30.0,
+                     help="on SIGTERM, seconds to let in-flight requests finish before exiting (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
     from zhyper.serving.app import serve
+    from zhyper.serving.limits import Limits
 
+    api_key = args.api_key if args.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    limits = Limits(max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens_limit,
+                    max_description_chars=args.max_description_chars,
+                    max_description_tokens=args.max_description_tokens, max_body_bytes=args.max_body_bytes)
     serve(args.checkpoint, host=args.host, port=args.port, log_level="debug" if args.verbose else "info",
           base=args.base, max_batch=args.max_batch, max_queue=args.max_queue, cache_size=args.cache_size,
           default_max_tokens=args.default_max_tokens, model_name=args.model_name,
-          builtin_contexts=not args.no_builtin_contexts)
+          builtin_contexts=not args.no_builtin_contexts, admit_window=args.admit_window_ms / 1000,
+          api_key=api_key, limits=limits, drain_timeout=args.drain_timeout)
     return 0

@@ -1,51 +1,62 @@
-"""The HTTP side: a FastAPI app over an ``Engine`` (OpenAI chat completions, models, health) and ``serve``.
+"""The HTTP side: a FastAPI app over an ``Engine`` (OpenAI chat completions, models, probes, metrics) and ``serve``.
 
-Routes: ``POST /v1/chat/completions`` (JSON or server-sent events with ``stream: true``),
-``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``. Every error is answered as
-``{"error": {"message", "type", "param", "code"}}`` with a 4xx / 5xx status, and the server keeps
-serving. The engine's thread starts with the app (lifespan) and stops with it.
+Routes (``routes.py``): ``POST /v1/chat/completions`` (JSON or server-sent events with ``stream: true``),
+``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``, ``GET /ready``, ``GET /metrics``. Every
+error is answered as ``{"error": {"message", "type", "param", "code"}}`` with a 4xx / 5xx status, and
+the server keeps serving. The engine's thread starts with the app (lifespan) and stops with it.
+``ops.OpsMiddleware`` adds the API key, request ids, the access log and the in-flight count;
+``zhyper serve`` drains on SIGTERM (``DrainingServer``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from starlette.requests import Request as HTTPRequest  # resolved by FastAPI from this module's globals
-
-from .contexts import PREFIX
-from .engine import Engine, EngineStopped, Event, QueueFull, Request, SamplingParams
-from .schemas import APIError, chunk, completion, error_body, model_card, new_id, parse_request
+from .contexts import NamedContext
+from .engine import Engine
+from .limits import LimitChecker, Limits
+from .ops import Ops, OpsMiddleware
+from .schemas import APIError, error_body
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "zhyper"
 
 
-def create_app(engine: Engine, contexts: dict[str, str] | None = None, model_name: str = DEFAULT_MODEL_NAME,
-               checkpoint: str | None = None):
-    """The FastAPI app serving ``engine``; ``contexts`` {name: description} answer to ``model: "zhyper:<name>"``."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+def create_app(engine: Engine, contexts: dict | None = None, model_name: str = DEFAULT_MODEL_NAME,
+               checkpoint: str | None = None, api_key: str | None = None, limits: Limits | None = None):
+    """The FastAPI app serving ``engine``.
 
-    contexts = dict(contexts or {})
-    created = int(time.time())
+    ``contexts``: {name: NamedContext, or a description (taken as trained)} answering to
+    ``model: "zhyper:<name>"``; ``api_key``: required as ``Authorization: Bearer`` (None: open);
+    ``limits``: per-request limits (``Limits()`` by default). ``app.state.ops`` drains it.
+    """
+    from fastapi import FastAPI
+
+    from .metrics import Metrics
+    from .routes import ServerState, install_chat_route, install_model_routes, install_probe_routes
+
+    table = {name: c if isinstance(c, NamedContext) else NamedContext(c, True, "given")
+             for name, c in (contexts or {}).items()}
+    ops = Ops(api_key)
+    st = ServerState(engine, table, model_name, checkpoint, ops, LimitChecker(limits), Metrics(engine, ops))
 
     @asynccontextmanager
     async def lifespan(app):
         started_here = not engine.running
+        if not st.limits.bound:
+            st.limits.bind(engine.model)
         engine.start()
-        logger.info("serving %s (%d named contexts), max_batch %d, max_queue %d, cache %d", model_name,
-                    len(contexts), engine.max_batch, engine.max_queue, engine.cache.size)
+        logger.info("serving %s (%d named contexts), max_batch %d, max_queue %d, cache %d, admission window "
+                    "%g ms, API key %s", model_name, len(table), engine.max_batch, engine.max_queue,
+                    engine.cache.size, 1000 * engine.admit_window, "required" if api_key else "off")
         try:
             yield
         finally:
@@ -54,14 +65,24 @@ def create_app(engine: Engine, contexts: dict[str, str] | None = None, model_nam
 
     app = FastAPI(title="zhyper", description="OpenAI-compatible chat completions; every request brings its "
                   "own description", lifespan=lifespan)
-    app.state.engine, app.state.contexts, app.state.model_name = engine, contexts, model_name
+    app.state.engine, app.state.contexts, app.state.model_name, app.state.ops = engine, table, model_name, ops
+    app.state.server = st
+    _install_error_handlers(app)
+    install_probe_routes(app, st)
+    install_model_routes(app, st)
+    install_chat_route(app, st)
+    app.add_middleware(OpsMiddleware, ops=ops, metrics=st.metrics)
+    return app
 
-    def error_response(err: APIError):
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+def _install_error_handlers(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
-        return error_response(exc)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
@@ -81,155 +102,65 @@ def create_app(engine: Engine, contexts: dict[str, str] | None = None, model_nam
         return JSONResponse(error_body(f"internal server error: {type(exc).__name__}: {exc}", "server_error"),
                             status_code=500)
 
-    def known_models() -> list[str]:
-        return [model_name, *(PREFIX + name for name in contexts)]
-
-    @app.get("/health")
-    async def health():
-        ok = engine.running
-        body = {"status": "ok" if ok else "engine stopped", "model": model_name, "active": engine.active,
-                "queued": engine.queued, "max_batch": engine.max_batch, "max_queue": engine.max_queue,
-                "cache": engine.cache.stats(), "stats": dict(engine.stats)}
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/v1/models")
-    async def models():
-        cards = [model_card(model_name, created, root=checkpoint, description=None)]
-        cards += [model_card(PREFIX + name, created, root=checkpoint, parent=model_name, description=text)
-                  for name, text in contexts.items()]
-        return {"object": "list", "data": cards}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str):
-        if model_id == model_name:
-            return model_card(model_name, created, root=checkpoint, description=None)
-        if model_id.startswith(PREFIX) and model_id[len(PREFIX):] in contexts:
-            return model_card(model_id, created, root=checkpoint, parent=model_name,
-                              description=contexts[model_id[len(PREFIX):]])
-        raise unknown_model(model_id)
-
-    def unknown_model(name: str) -> APIError:
-        known = known_models()
-        shown = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if len(known) > 40 else "")
-        return APIError(404, f"model {name!r} does not exist; known models: {shown}", "invalid_request_error",
-                        "model", "model_not_found")
-
-    def description_of(req) -> str | None:
-        name = req.model
-        if name is None or name == model_name:
-            return req.description
-        if not name.startswith(PREFIX) or name[len(PREFIX):] not in contexts:
-            raise unknown_model(name)
-        if req.description is not None:
-            raise APIError(400, f"give either a description or a named context (model {name!r}), not both",
-                           param="description", code="conflicting_parameters")
-        return contexts[name[len(PREFIX):]]
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(http: HTTPRequest):
-        raw = await http.body()
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"malformed JSON body: {exc}; expected a JSON object with 'messages'",
-                           code="invalid_json") from None
-        req = parse_request(data)
-        description = description_of(req)
-        try:
-            prompt_ids = engine.encode_chat(req.chat())
-        except Exception as exc:  # the chat template rejects the conversation (e.g. role order)
-            raise APIError(400, f"messages: the chat template cannot format them: {exc}", param="messages",
-                           code="invalid_messages") from None
-        max_tokens = engine.resolve_max_tokens(len(prompt_ids), req.limit)
-        try:
-            engine.check_prompt(len(prompt_ids), max_tokens)
-        except ValueError as exc:
-            raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from None
-        params = SamplingParams(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
-                                top_p=1.0 if req.top_p is None else req.top_p, stop=req.stops, seed=req.seed,
-                                ignore_eos=req.ignore_eos)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
-
-        def sink(event: Event) -> None:  # on the engine thread; a non-streamed answer needs only its end
-            if req.stream or event.kind != "text":
-                loop.call_soon_threadsafe(events.put_nowait, event)
-
-        request = Request(prompt_ids, description, params, sink)
-        try:
-            engine.submit(request)
-        except QueueFull as exc:
-            raise APIError(429, f"server busy: {exc}", "rate_limit_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from None
-        except EngineStopped as exc:
-            raise APIError(503, f"server unavailable: {exc}", "server_error", code="engine_stopped") from None
-        cid, model = new_id(), req.model or model_name
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(request, events, cid, model, include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
-            while True:
-                event = await events.get()
-                if event.kind == "finish":
-                    return completion(cid, model, event.text, event.finish_reason, event.usage)
-                if event.kind == "error":
-                    raise APIError(500, event.message, "server_error", code="generation_failed")
-        finally:
-            request.cancel()  # a client that went away frees its row (no-op once finished)
-
-    return app
-
-
-async def _sse(request: Request, events: asyncio.Queue, cid: str, model: str, include_usage: bool):
-    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``."""
-    created = int(time.time())
-
-    def data(body: dict) -> str:
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    try:
-        yield data(chunk(cid, model, created, {"role": "assistant", "content": ""}))
-        while True:
-            event = await events.get()
-            if event.kind == "text":
-                yield data(chunk(cid, model, created, {"content": event.text}))
-            elif event.kind == "finish":
-                yield data(chunk(cid, model, created, {}, event.finish_reason))
-                if include_usage:
-                    yield data(chunk(cid, model, created, {}, usage=event.usage, choices=False))
-                break
-            else:
-                yield data(error_body(event.message or "generation failed", "server_error", code="generation_failed"))
-                break
-        yield "data: [DONE]\n\n"
-    finally:
-        request.cancel()  # the client disconnected mid-stream: its row leaves the batch
-
 
 def build_app(checkpoint: str | os.PathLike, base: str | None = None, max_batch: int = 32, max_queue: int = 256,
               cache_size: int = 1024, default_max_tokens: int = 256, model_name: str = DEFAULT_MODEL_NAME,
-              builtin_contexts: bool = True):
+              builtin_contexts: bool = True, admit_window: float = 0.0, api_key: str | None = None,
+              limits: Limits | None = None):
     """Load ``checkpoint`` and return (app, engine): the app ready for any ASGI server."""
     from zhyper.model import ZhyperModel
 
-    from .contexts import load_contexts
+    from .contexts import context_table
 
-    contexts = load_contexts(checkpoint, builtin=builtin_contexts)  # a malformed contexts.json fails before the load
+    contexts = context_table(checkpoint, builtin=builtin_contexts)  # a malformed contexts.json fails before the load
     model = ZhyperModel.from_pretrained(checkpoint, base_model=base).eval()
     engine = Engine(model, max_batch=max_batch, max_queue=max_queue, cache_size=cache_size,
-                    default_max_tokens=default_max_tokens)
-    return create_app(engine, contexts, model_name, str(Path(checkpoint))), engine
+                    default_max_tokens=default_max_tokens, admit_window=admit_window)
+    app = create_app(engine, contexts, model_name, str(Path(checkpoint)), api_key=api_key, limits=limits)
+    return app, engine
 
 
 def serve(checkpoint: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-          **kwargs) -> None:
-    """Load ``checkpoint`` and serve it with uvicorn until interrupted (kwargs: ``build_app``'s)."""
+          drain_timeout: float = 30.0, **kwargs) -> None:
+    """Load ``checkpoint`` and serve it with uvicorn until SIGTERM (drain) or Ctrl-C (kwargs: ``build_app``'s)."""
     import uvicorn
 
     app, _ = build_app(checkpoint, **kwargs)
-    # open streams get 10 s to finish on Ctrl-C; then they are cut and the engine stops
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    # our access log (ops.py) replaces uvicorn's; open streams get 10 s after the drain or a Ctrl-C
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+                            access_log=False)
+    DrainingServer(config, app.state.ops, drain_timeout).run()
+
+
+def _draining_server_class():
+    import uvicorn
+
+    class _DrainingServer(uvicorn.Server):
+        """uvicorn that drains on the first SIGTERM: new chat requests 503, in-flight ones finish (up to
+        ``drain_timeout`` s), then a normal shutdown and exit 0. SIGINT, or a second SIGTERM, stop at once."""
+
+        def __init__(self, config, ops: Ops, drain_timeout: float = 30.0):
+            super().__init__(config)
+            self.ops, self.drain_timeout = ops, drain_timeout
+
+        def handle_exit(self, sig, frame) -> None:
+            if sig == signal.SIGTERM and not self.ops.draining:
+                self.ops.start_drain()
+                threading.Thread(target=self._drain, name="zhyper-drain", daemon=True).start()
+                return
+            super().handle_exit(sig, frame)
+
+        def _drain(self) -> None:
+            self.ops.wait_idle(self.drain_timeout)
+            logger.info("drained; shutting down")
+            self.should_exit = True
+
+    return _DrainingServer
+
+
+def DrainingServer(config, ops: Ops, drain_timeout: float = 30.0):  # noqa: N802 (a class made on first use)
+    """A uvicorn ``Server`` that drains on SIGTERM (uvicorn is imported only here)."""
+    return _draining_server_class()(config, ops, drain_timeout)
 
 
 class BackgroundServer:
@@ -247,7 +178,8 @@ class BackgroundServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="zhyper-http")
         self.thread.start()
@@ -257,6 +189,17 @@ class BackgroundServer:
                 self.close()
                 raise RuntimeError(f"uvicorn did not start serving on {self.url} within {timeout:g} s")
             time.sleep(0.02)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """What SIGTERM does under ``zhyper serve``: refuse new chat requests (503), wait for those in flight
+        (True if they all finished within ``timeout``), then shut down."""
+        ops = getattr(getattr(self.app, "state", None), "ops", None)
+        idle = True
+        if ops is not None:
+            ops.start_drain()
+            idle = ops.wait_idle(timeout)
+        self.close()
+        return idle
 
     def close(self, timeout: float = 30.0) -> None:
         self.server.should_exit = True

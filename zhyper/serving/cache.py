@@ -82,8 +82,12 @@ class ModulationCache:
                 "misses": self.misses,
                 "hypernet_calls": self.hypernet_calls}
 
-    def rows(self, descriptions: Sequence[str | None]) -> list:
-        """One modulation row per description, in order (None: the base model's zero row)."""
+    def rows(self, descriptions: Sequence[str | None], skip_non_finite: bool = False) -> list:
+        """One modulation row per description, in order (None: the base model's zero row).
+
+        A row holding NaN or inf is never cached: with ``skip_non_finite`` its place holds None,
+        otherwise ``NonFiniteModulation`` is raised naming the descriptions.
+        """
         out: list = [None] * len(descriptions)
         missing: dict[str, list[int]] = {}
         with self._lock:
@@ -100,11 +104,30 @@ class ModulationCache:
                 modulation = self.model.modulation_for(texts)  # encoder + hypernetwork, one batch
                 self.hypernet_calls += 1
                 self.misses += len(texts)
+                bad = []
                 for j, text in enumerate(texts):
                     row = select_rows(modulation, torch.tensor([j])).clone() if isinstance(modulation, torch.Tensor) \
                         else {t: m[j:j + 1].clone() for t, m in modulation.items()}
-                    if self._lru is not None:
+                    if not _finite(row):
+                        bad.append(text)
+                        row = None
+                    elif self._lru is not None:
                         self._lru[text] = row
                     for i in missing[text]:
                         out[i] = row
+                if bad and not skip_non_finite:
+                    raise NonFiniteModulation(bad)
         return out
+
+
+class NonFiniteModulation(FloatingPointError):
+    """The hypernetwork's modulation for some descriptions holds NaN or inf."""
+
+    def __init__(self, descriptions: Sequence[str]):
+        super().__init__(f"the modulation for description(s) {list(descriptions)!r} holds NaN or inf")
+        self.descriptions = list(descriptions)
+
+
+def _finite(row) -> bool:
+    tensors = [row] if isinstance(row, torch.Tensor) else list(row.values())
+    return all(bool(torch.isfinite(t).all()) for t in tensors)

@@ -10,6 +10,12 @@ Two sources, later ones overriding earlier ones by name:
 
 A checkpoint folder without ``contexts.json`` stays a valid checkpoint: the file is optional and
 nothing else reads it. ``save_contexts`` writes it atomically.
+
+Which contexts are trained (``context_table``): a training run writes every context of its data
+into ``final/contexts.json``, so when the file exists its contexts are the checkpoint's own
+(``trained: true``) and a built-in rule missing from it is ``trained: false`` (listed, but a request
+naming it is refused by the server with the description to send instead). Without the file the
+checkpoint does not say what it was trained on: built-in rules are ``trained: null`` and served.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -61,6 +68,27 @@ def read_contexts_file(folder: str | os.PathLike) -> dict[str, list[str]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); expected {{name: [description, ...]}}") from None
     return _check_table(raw, path)
+
+
+@dataclass(frozen=True)
+class NamedContext:
+    """A context a server answers to: its served description and whether the checkpoint was trained on it
+    (True / False, or None when the checkpoint does not say)."""
+
+    description: str
+    trained: bool | None
+    source: str  # "checkpoint" (contexts.json), "builtin" or "given" (passed to create_app)
+
+
+def context_table(folder: str | os.PathLike | None = None, builtin: bool = True) -> dict[str, NamedContext]:
+    """{name: NamedContext}: built-in rules, then ``folder/contexts.json`` (see the module docstring)."""
+    own = read_contexts_file(folder) if folder is not None else {}
+    table = {}
+    if builtin:
+        trained = None if not own else False
+        table = {name: NamedContext(text, trained, "builtin") for name, text in builtin_contexts().items()}
+    table.update({name: NamedContext(descriptions[0], True, "checkpoint") for name, descriptions in own.items()})
+    return table
 
 
 def load_contexts(folder: str | os.PathLike | None = None, builtin: bool = True) -> dict[str, str]:

@@ -1,7 +1,10 @@
 """The batching engine: one thread, one decode loop, every request a row with its own modulation.
 
 Requests wait in a bounded queue (``submit`` raises ``QueueFull`` past ``max_queue``). Before every
-decode step the loop admits waiting requests up to ``max_batch`` rows (continuous batching):
+decode step the loop admits waiting requests up to ``max_batch`` rows (continuous batching). With an
+admission window (``admit_window`` seconds), a waiting request is admitted once the oldest waiting
+one has waited that long or the free rows are all claimed, so requests arriving a few milliseconds
+apart share one prefill; the running rows keep decoding while the window is open.
 
     admit   prompts of the new rows, left-padded to their longest, one forward with their
             modulation rows into a fresh DynamicCache -> each row's first token;
@@ -20,7 +23,14 @@ floating-point summation order (greedy rows equal ``ZhyperModel.generate``; test
 
 Each request gets events through its ``sink`` (called on the engine thread; keep it cheap):
 ``Event("text", text=...)`` for new answer text, then exactly one ``Event("finish", ...)`` with
-the whole answer, the finish reason and the token usage, or ``Event("error", message=...)``.
+the whole answer, the finish reason and the token usage, or ``Event("error", message=..., code=...,
+status=...)``.
+
+Fault isolation: a request whose own part fails (its modulation or its logits are not finite, its
+sampling raises) gets its error alone and leaves the batch; the other rows go on with the tokens they
+would get alone. Sampling is computed in float64 on ``(logits - max) / temperature``, whose largest
+entry is exactly 0, so no temperature > 0 can produce inf or NaN. Only a failed forward fails the
+rows it ran.
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ class EngineStopped(RuntimeError):
     """The engine is not running (never started, or stopped)."""
 
 
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.Generator.manual_seed takes
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to decode one request. temperature 0 is greedy (argmax); top_p 1 keeps every token."""
@@ -63,6 +76,10 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self):
+        if isinstance(self.temperature, bool) or isinstance(self.top_p, bool):
+            raise ValueError(f"temperature / top_p: expected numbers, got {self.temperature!r} / {self.top_p!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not SEED_MIN <= int(self.seed) <= SEED_MAX):
+            raise ValueError(f"seed: expected an integer in [{SEED_MIN}, {SEED_MAX}], got {self.seed!r}")
         if isinstance(self.stop, list):
             object.__setattr__(self, "stop", tuple(self.stop))
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
@@ -88,6 +105,8 @@ class Event:
     finish_reason: str | None = None
     usage: dict | None = None
     message: str | None = None
+    code: str | None = None  # error events: what failed (generation_failed, non_finite_output, ...)
+    status: int = 500  # error events: the HTTP status it maps to
 
 
 _ids = itertools.count(1)
@@ -103,6 +122,7 @@ class Request:
     sink: Callable[[Event], None]
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
+    arrived: float = field(default_factory=time.monotonic)  # when it was created (queue wait, admission window)
 
     def cancel(self) -> None:
         """Ask the engine to drop this request (it leaves the batch before the next step)."""
@@ -173,14 +193,19 @@ class Engine:
         max_queue: most requests waiting to be admitted; ``submit`` raises ``QueueFull`` beyond.
         cache_size: entries of the description -> modulation LRU (0 disables it).
         default_max_tokens: max_tokens of a request that sets none (capped by the context length).
+        admit_window: seconds a waiting request may wait for others to share its prefill (0: none).
     """
 
     def __init__(self, model, max_batch: int = 32, max_queue: int = 256, cache_size: int = 1024,
-                 default_max_tokens: int = 256):
+                 default_max_tokens: int = 256, admit_window: float = 0.0):
         for name, value, low in (("max_batch", max_batch, 1), ("max_queue", max_queue, 1),
                                  ("default_max_tokens", default_max_tokens, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        if isinstance(admit_window, bool) or not isinstance(admit_window, (int, float)) or not 0 <= admit_window <= 10:
+            raise ValueError(f"admit_window: expected seconds in [0, 10], got {admit_window!r}")
+        self.admit_window = float(admit_window)
+        self.listeners: list[Callable[[str, object], None]] = []  # ("step", rows) and ("admit", [queue waits])
         if model.tokenizer is None:
             raise ValueError("model: the engine needs a tokenizer (load the checkpoint with its base model's)")
         self.model = model.eval()
@@ -205,7 +230,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._reset_batch()
-        self.stats = {"steps": 0, "prefills": 0, "tokens": 0, "peak_rows": 0, "finished": 0, "rejected": 0}
+        self.stats = {"steps": 0, "prefills": 0, "tokens": 0, "prompt_tokens": 0, "peak_rows": 0, "finished": 0,
+                      "failed": 0, "rejected": 0}
 
     # ------------------------------------------------------------------ public
     def encode_chat(self, messages: Sequence[dict]) -> list[int]:
@@ -314,17 +340,39 @@ class Engine:
         self._last = None  # (b,) each row's next input token
         self._mod = None  # modulation of the running rows
 
+    def _take(self) -> list[Request] | None:
+        """Wait for work: the requests to admit now ([]: only step the running rows), None when stopping."""
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                free = self.max_batch - len(self._rows)
+                if self._pending and free > 0:
+                    wait = self._pending[0].arrived + self.admit_window - time.monotonic()
+                    if wait <= 0 or len(self._pending) >= free:
+                        new = [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
+                        return [r for r in new if not r.cancelled]
+                    if self._rows:
+                        return []  # the window is open: the running rows keep decoding meanwhile
+                    self._cond.wait(wait)
+                elif self._rows:
+                    return []
+                else:
+                    self._cond.wait()
+
+    def _notify(self, kind: str, value) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, value)
+            except Exception:  # metrics must never stop the batch
+                logger.exception("engine listener failed on %s", kind)
+
     def _loop(self) -> None:
         with torch.inference_mode():
             while True:
-                with self._cond:
-                    while not self._stopping and not self._pending and not self._rows:
-                        self._cond.wait()
-                    if self._stopping:
-                        break
-                    free = self.max_batch - len(self._rows)
-                    new = [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
-                new = [r for r in new if not r.cancelled]
+                new = self._take()
+                if new is None:
+                    break
                 try:
                     if new:
                         self._admit(new)
@@ -337,13 +385,15 @@ class Engine:
                     failed = {id(r.request): r.request for r in self._rows}
                     failed.update({id(r): r for r in new})
                     for request in failed.values():
-                        _send(request, Event("error", message=f"generation failed: {type(exc).__name__}: {exc}"))
+                        self.stats["failed"] += 1
+                        _send(request, Event("error", message=f"generation failed: {type(exc).__name__}: {exc}",
+                                             code="generation_failed"))
                     self._reset_batch()
         with self._cond:
             leftover = [r.request for r in self._rows if not r.finished] + list(self._pending)
             self._pending.clear()
         for request in leftover:
-            _send(request, Event("error", message="the server is shutting down"))
+            _send(request, Event("error", message="the server is shutting down", code="shutting_down", status=503))
         self._reset_batch()
 
     def _forward(self, ids, mask, pos, cache, modulation, last_only: bool):
@@ -354,9 +404,43 @@ class Engine:
             out = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
         return out.logits[:, -1, :]
 
+    def _new_rows(self, requests: list[Request]) -> tuple[list[_Row], object]:
+        """Rows and their batch modulation; a request whose own part fails is answered alone and left out."""
+        rows, mods = [], []
+        for request, mod in zip(requests, self.cache.rows([r.description for r in requests], skip_non_finite=True)):
+            if mod is None:
+                self._fail_request(request, f"the hypernetwork's modulation for description "
+                                   f"{_quote(request.description)} holds NaN or inf: this checkpoint cannot serve "
+                                   "it (a diverged or corrupted hypernetwork)", "non_finite_modulation")
+                continue
+            try:
+                rows.append(_Row(request, self.tokenizer, self.device))
+            except Exception as exc:  # e.g. a seed the generator refuses
+                self._fail_request(request, f"cannot start this request: {type(exc).__name__}: {exc}",
+                                   "invalid_request", 400)
+                continue
+            mods.append(mod)
+        return rows, (cat_rows(mods) if mods else None)
+
+    def _fail_request(self, request: Request, message: str, code: str, status: int = 500) -> None:
+        logger.warning("request %d failed alone (%s): %s", request.id, code, message)
+        self.stats["failed"] += 1
+        _send(request, Event("error", message=message, code=code, status=status))
+
+    def _fail(self, row: _Row, message: str, code: str) -> None:
+        row.finished = True  # it leaves the batch before the next step; the other rows go on
+        self._fail_request(row.request, message, code)
+
     def _admit(self, requests: list[Request]) -> None:
         from transformers import DynamicCache
 
+        now = time.monotonic()
+        self._notify("admit", [now - r.arrived for r in requests])
+        rows, modulation = self._new_rows(requests)
+        if not rows:
+            return
+        requests = [row.request for row in rows]
+        self.stats["prompt_tokens"] += sum(len(r.prompt_ids) for r in requests)
         n, longest = len(requests), max(len(r.prompt_ids) for r in requests)
         ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, longest), dtype=torch.long)
@@ -366,11 +450,9 @@ class Engine:
             mask[i, longest - k:] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as HF generate does for left padding
-        modulation = cat_rows(self.cache.rows([r.description for r in requests]))
         cache = DynamicCache()
         logits = self._forward(ids, mask, pos, cache, modulation, last_only=True)
         self.stats["prefills"] += 1
-        rows = [_Row(r, self.tokenizer, self.device) for r in requests]
         tokens = self._choose(logits, rows)
         self._merge(rows, cache, mask, mask.sum(-1), tokens, modulation)
         for row, token in zip(rows, tokens.tolist()):
@@ -394,6 +476,7 @@ class Engine:
 
     def _step(self) -> None:
         b = len(self._rows)
+        self._notify("step", b)
         mask = torch.cat([self._mask, self._mask.new_ones(b, 1)], dim=1)
         logits = self._forward(self._last[:, None], mask, self._pos[:, None], self._kv, self._mod, last_only=False)
         self._mask, self._pos = mask, self._pos + 1
@@ -403,20 +486,24 @@ class Engine:
             self._accept(row, token)
 
     def _choose(self, logits: torch.Tensor, rows: Sequence[_Row]) -> torch.Tensor:
-        """Next token per row: argmax for greedy rows, temperature / top-p sampling for the others."""
-        tokens = logits.argmax(-1)
-        sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
-        if sampled:
-            from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+        """Next token per row: argmax for greedy rows, temperature / top-p sampling for the others.
 
-            empty = torch.empty((1, 0), dtype=torch.long, device=logits.device)
-            for i in sampled:
-                p = rows[i].params
-                scores = TemperatureLogitsWarper(float(p.temperature))(empty, logits[i:i + 1].float())
-                if p.top_p < 1.0:
-                    scores = TopPLogitsWarper(float(p.top_p))(empty, scores)
-                probs = torch.softmax(scores, dim=-1)
-                tokens[i] = torch.multinomial(probs, 1, generator=rows[i].generator)[0, 0]
+        A row whose logits are not finite, or whose sampling raises, fails alone (its token is unused).
+        """
+        finite = torch.isfinite(logits).all(-1).tolist()
+        tokens = logits.argmax(-1)
+        for i, row in enumerate(rows):
+            if row.finished or row.request.cancelled:
+                continue
+            if not finite[i]:
+                self._fail(row, _non_finite_output(row.request.description), "non_finite_output")
+            elif not row.params.greedy:
+                try:
+                    tokens[i] = _sample(logits[i], row.params, row.generator)
+                except Exception as exc:
+                    logger.exception("request %d: sampling failed", row.request.id)
+                    self._fail(row, f"sampling failed for this request ({type(exc).__name__}: {exc}); the other "
+                               "requests were not affected", "sampling_failed")
         return tokens
 
     def _accept(self, row: _Row, token: int) -> None:
@@ -472,6 +559,33 @@ class Engine:
         for layer in self._kv.layers:
             layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
         self._mask = self._mask[:, first:]
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> torch.Tensor:
+    """One token from a row's finite logits (V,): float64, max-shifted before dividing by the temperature,
+    so the largest score is exactly 0 at any temperature > 0 (tiny ones give -inf elsewhere: argmax)."""
+    scores = logits.double()
+    scores = (scores - scores.max()) / float(params.temperature)
+    if params.top_p < 1.0:
+        from transformers.generation.logits_process import TopPLogitsWarper
+
+        empty = torch.empty((1, 0), dtype=torch.long, device=logits.device)
+        scores = TopPLogitsWarper(float(params.top_p))(empty, scores[None])[0]
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[0]
+
+
+def _quote(description: str | None, limit: int = 120) -> str:
+    if description is None:
+        return "(none: the base model)"
+    return repr(description if len(description) <= limit else description[:limit] + "...")
+
+
+def _non_finite_output(description: str | None) -> str:
+    if description is None:
+        return "the base model's output for this prompt is not finite (NaN or inf); nothing is returned"
+    return (f"the model's output for description {_quote(description)} is not finite (NaN or inf): the "
+            "checkpoint's modulation for it overflows the base model's activations (a diverged or corrupted "
+            "hypernetwork); refused rather than answering with an empty text")
 
 
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 Requests are validated by ``ChatCompletionRequest`` (pydantic); fields the server does not know are
 accepted and ignored, fields it knows but cannot honour (``n`` > 1, ``logprobs``, ``tools``,
-non-zero penalties) are refused with a 400 naming the field. Responses, stream chunks and error
+non-zero penalties) are refused with a 400 naming the field. Types are as strict as OpenAI's: a
+number field takes a JSON number (never ``true`` or ``"1"``), an integer field an integer, a flag
+``true`` / ``false``; a system, developer or user message needs content (``null`` only on an
+assistant turn). Responses, stream chunks and error
 bodies are plain dicts in OpenAI's shapes (``completion``, ``chunk``, ``error_body``).
 """
 
@@ -12,7 +15,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from .engine import SEED_MAX, SEED_MIN
 
 ROLES = ("system", "developer", "user", "assistant")
 
@@ -35,6 +40,10 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def _strict(default=None, **kw):
+    return Field(default=default, strict=True, **kw)
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["text"]
@@ -44,7 +53,15 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart] | None = Field(default=None, validate_default=True)
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v, info: ValidationInfo):
+        if v is None and info.data.get("role", "assistant") != "assistant":
+            raise ValueError(f"expected a string or a list of text parts on a {info.data['role']} message, got "
+                             "null (null content is allowed on an assistant turn only)")
+        return v
 
     def text(self) -> str:
         if self.content is None:
@@ -56,7 +73,7 @@ class ChatMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool = _strict(False)
 
 
 class ChatCompletionRequest(BaseModel):
@@ -69,19 +86,19 @@ class ChatCompletionRequest(BaseModel):
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     description: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = _strict()
+    max_completion_tokens: int | None = _strict()
+    temperature: float | None = _strict(ge=0.0, le=2.0)
+    top_p: float | None = _strict(gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
+    seed: int | None = _strict(ge=SEED_MIN, le=SEED_MAX)
+    stream: bool = _strict(False)
     stream_options: StreamOptions | None = None
-    n: int | None = None
-    ignore_eos: bool = False
-    logprobs: bool | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    n: int | None = _strict()
+    ignore_eos: bool = _strict(False)
+    logprobs: bool | None = _strict()
+    presence_penalty: float | None = _strict()
+    frequency_penalty: float | None = _strict()
     tools: list[Any] | None = None
 
     @field_validator("max_tokens", "max_completion_tokens")
@@ -166,6 +183,13 @@ def parse_request(data: Any) -> ChatCompletionRequest:
             message = f"{param}: required field missing; expected {what}"
         elif param and param.endswith("role"):
             message = f"{param}: expected one of {list(ROLES)}, got {err.get('input')!r}"
+        elif err.get("type") in _EXPECTED and not (len(loc) >= 3 and loc[0] == "messages"):
+            value = err.get("input")
+            message = (f"{param or 'body'}: expected {_EXPECTED[err['type']]}, got {_json(value)} "
+                       f"({_KINDS.get(type(value), type(value).__name__)})")
+        elif len(loc) >= 3 and loc[0] == "messages" and loc[2] == "content" and err.get("type") == "value_error":
+            param = ".".join(loc[:3])
+            message = f"{param}: {err.get('msg', '').removeprefix('Value error, ')}"
         elif len(loc) >= 3 and loc[0] == "messages" and loc[2] == "content":
             param = ".".join(loc[:3])
             message = (f"{param}: expected a string or a list of text parts [{{'type': 'text', 'text': ...}}] "
@@ -176,6 +200,21 @@ def parse_request(data: Any) -> ChatCompletionRequest:
             if err.get("type") != "value_error" and isinstance(value, (int, float, str, bool)):
                 message += f"; got {value!r}"
         raise APIError(400, message, param=param, code="invalid_value") from None
+
+
+_EXPECTED = {"float_type": "a number", "int_type": "an integer", "bool_type": "true or false",
+             "string_type": "a string"}
+_KINDS = {bool: "a boolean", str: "a string", int: "an integer", float: "a number", type(None): "null",
+          list: "a list", dict: "an object"}
+
+
+def _json(value) -> str:
+    import json
+
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
 
 
 def new_id() -> str:

@@ -1,0 +1,218 @@
+"""The server's routes over a ``ServerState``: probes and metrics, models, chat completions.
+
+``/health`` is liveness (the engine thread runs); ``/ready`` is readiness (the model and the
+encoder's window are loaded, the engine runs, the server is not draining); ``/metrics`` is
+Prometheus text. ``/v1/models`` lists the served model and the named contexts with ``trained``
+(true, false, or null when the checkpoint does not say; see ``contexts.context_table``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from starlette.requests import Request as HTTPRequest  # resolved by FastAPI from this module's globals
+
+from .contexts import PREFIX, NamedContext
+from .engine import Engine, EngineStopped, Event, QueueFull, Request, SamplingParams
+from .limits import LimitChecker
+from .metrics import Metrics
+from .ops import Ops
+from .schemas import APIError, chunk, completion, error_body, model_card, parse_request
+
+
+@dataclass
+class ServerState:
+    engine: Engine
+    contexts: dict[str, NamedContext]
+    model_name: str
+    checkpoint: str | None
+    ops: Ops
+    limits: LimitChecker
+    metrics: Metrics
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def card(self, name: str) -> dict:
+        if name == self.model_name:
+            return model_card(name, self.created, root=self.checkpoint, description=None)
+        ctx = self.contexts[name[len(PREFIX):]]
+        return model_card(name, self.created, root=self.checkpoint, parent=self.model_name,
+                          description=ctx.description, trained=ctx.trained, source=ctx.source)
+
+
+def install_probe_routes(app, st: ServerState) -> None:
+    from fastapi.responses import JSONResponse, Response
+
+    @app.get("/health")
+    async def health():
+        e = st.engine
+        ok = e.running
+        body = {"status": "ok" if ok else "engine stopped", "model": st.model_name, "active": e.active,
+                "queued": e.queued, "max_batch": e.max_batch, "max_queue": e.max_queue, "draining": st.ops.draining,
+                "in_flight": st.ops.in_flight, "cache": e.cache.stats(), "stats": dict(e.stats)}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/ready")
+    async def ready():
+        reasons = [why for bad, why in ((not st.limits.bound, "the model is loading"),
+                                        (not st.engine.running, "the engine is not running"),
+                                        (st.ops.draining, "the server is draining")) if bad]
+        body = {"status": "ready" if not reasons else "not ready", "reasons": reasons}
+        return JSONResponse(body, status_code=503 if reasons else 200)
+
+    @app.get("/metrics")
+    async def metrics():
+        body, content_type = st.metrics.render()
+        return Response(body, media_type=content_type)
+
+
+def install_model_routes(app, st: ServerState) -> None:
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [st.card(name) for name in known_models(st)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id == st.model_name or (model_id.startswith(PREFIX) and model_id[len(PREFIX):] in st.contexts):
+            return st.card(model_id)
+        raise unknown_model(st, model_id)
+
+
+def known_models(st: ServerState) -> list[str]:
+    """The served model, then the trained (or unknown) contexts, then the untrained built-in ones."""
+    order = sorted(st.contexts, key=lambda n: st.contexts[n].trained is False)
+    return [st.model_name, *(PREFIX + name for name in order)]
+
+
+def unknown_model(st: ServerState, name: str) -> APIError:
+    known = known_models(st)
+    shown = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if len(known) > 40 else "")
+    return APIError(404, f"model {name!r} does not exist; known models: {shown}", "invalid_request_error",
+                    "model", "model_not_found")
+
+
+def description_of(st: ServerState, req) -> str | None:
+    name = req.model
+    if name is None or name == st.model_name:
+        return req.description
+    if not name.startswith(PREFIX) or name[len(PREFIX):] not in st.contexts:
+        raise unknown_model(st, name)
+    if req.description is not None:
+        raise APIError(400, f"give either a description or a named context (model {name!r}), not both",
+                       param="description", code="conflicting_parameters")
+    ctx = st.contexts[name[len(PREFIX):]]
+    if ctx.trained is False:
+        trained = [n for n, c in st.contexts.items() if c.trained]
+        raise APIError(400, f"model {name!r}: a built-in context this checkpoint was not trained on (its "
+                       f"contexts.json lists {trained}); to try it anyway send model {st.model_name!r} with "
+                       f"description {ctx.description!r}", param="model", code="untrained_context")
+    return ctx.description
+
+
+def install_chat_route(app, st: ServerState) -> None:
+    from fastapi.responses import StreamingResponse
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(http: HTTPRequest):
+        if st.ops.draining:
+            raise APIError(503, "server unavailable: it is draining (shutting down); retry on another instance",
+                           "server_error", code="draining", headers={"Retry-After": "5"})
+        req, request, events = await _prepare(st, http)
+        try:
+            st.engine.submit(request)
+        except QueueFull as exc:
+            raise APIError(429, f"server busy: {exc}", "rate_limit_error", code="queue_full",
+                           headers={"Retry-After": "1"}) from None
+        except EngineStopped as exc:
+            raise APIError(503, f"server unavailable: {exc}", "server_error", code="engine_stopped") from None
+        cid, model = f"chatcmpl-{http.state.request_id}", req.model or st.model_name
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_sse(st, request, events, cid, model, include_usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            while True:
+                event = await events.get()
+                if event.kind == "finish":
+                    return completion(cid, model, event.text, event.finish_reason, event.usage)
+                if event.kind == "error":
+                    raise _engine_error(st, event)
+        finally:
+            request.cancel()  # a client that went away frees its row (no-op once finished)
+
+
+async def _prepare(st: ServerState, http: HTTPRequest):
+    """Parse, check the limits, tokenise: (the parsed request, the engine Request, its event queue)."""
+    raw = await http.body()
+    st.limits.check_body(len(raw))
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"malformed JSON body: {exc}; expected a JSON object with 'messages'",
+                       code="invalid_json") from None
+    req = parse_request(data)
+    description = description_of(st, req)
+    if description is not None and description not in st.engine.cache:
+        st.limits.check_description(description)
+    try:
+        prompt_ids = st.engine.encode_chat(req.chat())
+    except Exception as exc:  # the chat template rejects the conversation (e.g. role order)
+        raise APIError(400, f"messages: the chat template cannot format them: {exc}", param="messages",
+                       code="invalid_messages") from None
+    st.limits.check_tokens(len(prompt_ids), req.limit)
+    max_tokens = st.engine.resolve_max_tokens(len(prompt_ids), req.limit)
+    if st.limits.limits.max_tokens is not None:
+        max_tokens = min(max_tokens, st.limits.limits.max_tokens)
+    try:
+        st.engine.check_prompt(len(prompt_ids), max_tokens)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from None
+    params = SamplingParams(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
+                            top_p=1.0 if req.top_p is None else req.top_p, stop=req.stops, seed=req.seed,
+                            ignore_eos=req.ignore_eos)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def sink(event: Event) -> None:  # on the engine thread; a non-streamed answer needs only its end
+        if req.stream or event.kind != "text":
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    return req, Request(prompt_ids, description, params, sink), events
+
+
+def _engine_error(st: ServerState, event: Event) -> APIError:
+    message = event.message or "generation failed"
+    if event.code in ("non_finite_modulation", "non_finite_output") and st.checkpoint:
+        message += f" (checkpoint {st.checkpoint})"
+    return APIError(event.status, message, "server_error" if event.status >= 500 else "invalid_request_error",
+                    code=event.code or "generation_failed")
+
+
+async def _sse(st: ServerState, request: Request, events: asyncio.Queue, cid: str, model: str, include_usage: bool):
+    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``."""
+    created = int(time.time())
+
+    def data(body: dict) -> str:
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    try:
+        yield data(chunk(cid, model, created, {"role": "assistant", "content": ""}))
+        while True:
+            event = await events.get()
+            if event.kind == "text":
+                yield data(chunk(cid, model, created, {"content": event.text}))
+            elif event.kind == "finish":
+                yield data(chunk(cid, model, created, {}, event.finish_reason))
+                if include_usage:
+                    yield data(chunk(cid, model, created, {}, usage=event.usage, choices=False))
+                break
+            else:
+                err = _engine_error(st, event)
+                yield data(error_body(err.message, err.type, code=err.code))
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        request.cancel()  # the client disconnected mid-stream: its row leaves the batch
