@@ -1,7 +1,10 @@
-"""Train a Zhyper hypernetwork (or the multi-task LoRA baseline) with DeepSpeed, ZeRO-3 by default.
+"""Train a Zhyper hypernetwork (or the multi-task LoRA baseline) with DeepSpeed, at the ZeRO stage of --ds_config.
 
-    deepspeed --num_gpus 2 launch/train.py --ds_config launch/configs/zero3.json \
+    deepspeed --num_gpus 2 launch/train.py --ds_config launch/configs/zero2.json \
         --config launch/configs/default.yaml [train.lr=5e-4 ...] [--resume]
+
+The main job (``bash make.sh train``) uses ZeRO-2 (``launch/configs/zero2.json``); ZeRO-3
+(``launch/configs/zero3.json``) partitions the base model too, for models that do not fit on one device.
 
 The recipe reads top to bottom; each step lives in ``zhyper/training/``: set up the process
 (``session``), embed every description once and build the sampler (``data``), load the frozen base

@@ -19,7 +19,6 @@ import torch
 
 from zhyper.io import atomic_folder
 
-ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
