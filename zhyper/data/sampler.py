@@ -48,6 +48,10 @@ class MixedContextSampler:
         if n_contexts > len(rows):
             raise ValueError(f"n_contexts: expected at most the {len(rows)} contexts in examples, got {n_contexts}")
         self.contexts = sorted(rows)
+        # a row's own description (column "description", non-empty) is used instead of a draw from the pool:
+        # sources whose target depends on the description's parameters (IFEval) set one per row
+        self._row_description = (list(examples["description"]) if "description" in examples.column_names
+                                 else None)
         self._rows = [np.asarray(rows[c], dtype=np.int64) for c in self.contexts]
         self._descriptions = [list(descriptions[c]) for c in self.contexts]
         self.n_contexts, self.k, self.seed = n_contexts, k, seed
@@ -68,8 +72,13 @@ class MixedContextSampler:
         for ci in rng.choice(len(self.contexts), size=self.n_contexts, replace=False):
             rows, descs = self._rows[ci], self._descriptions[ci]
             picked = rows[rng.choice(len(rows), size=self.k, replace=False)]
-            out.extend((int(r), descs[d]) for r, d in zip(picked, rng.integers(len(descs), size=self.k)))
+            drawn = rng.integers(len(descs), size=self.k)
+            out.extend((int(r), self._description(int(r), descs[d])) for r, d in zip(picked, drawn))
         return out
+
+    def _description(self, row: int, drawn: str) -> str:
+        own = self._row_description[row] if self._row_description is not None else None
+        return own or drawn
 
     def batch(self, step: int) -> list[tuple[int, str]]:
         """This rank's share of step ``step``: ``per_rank`` (row index into examples, description) pairs."""

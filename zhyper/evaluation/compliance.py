@@ -196,6 +196,15 @@ def _gather(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return [x for part in parts for x in part]
 
 
+def _scorer(data) -> Callable[[str, str, GenItem], bool]:
+    """``data.score`` with the item's description and prompt where the checker needs its parameters (IFEval)."""
+    import inspect
+
+    if "description" in inspect.signature(data.score).parameters:
+        return lambda rule, answer, it: data.score(rule, answer, it.description, it.prompt)
+    return lambda rule, answer, it: data.score(rule, answer)
+
+
 GenerateFn = Callable[[list[str], list[str], str, bool, bool], list[str]]
 
 
@@ -226,12 +235,13 @@ def compliance_eval(generate: GenerateFn, data, items: list[GenItem], rank: int 
     if len(answers) != len(items):
         raise RuntimeError(f"compliance_eval: gathered {len(answers)} answers for {len(items)} items")
     rules = list(data.contexts)
+    score = _scorer(data)
     result = ComplianceResult(rules, list(data.seen_contexts), list(data.unseen_contexts))
     for i, it in enumerate(items):
         answer = answers[i]
         row = result.counts.setdefault((it.condition, it.source), [0.0] * (1 + len(rules)))
         row[0] += 1
         for j, rule in enumerate(rules):
-            row[1 + j] += float(data.score(rule, answer))
+            row[1 + j] += float(score(rule, answer, it))
         result.answers.append((it, answer))
     return result

@@ -27,7 +27,7 @@ from typing import Any
 from zhyper.config import ZhyperConfig
 
 METHODS = ("zhyper", "lora")
-SOURCES = ("builtin", "askx", "tasks")
+SOURCES = ("builtin", "ifeval", "askx", "tasks")
 
 
 def _finite(where: str, value: float, low: float | None = None, positive: bool = False) -> None:
@@ -54,7 +54,7 @@ class TinyConfig:
 
 @dataclass
 class DataConfig:
-    source: str = field(default="builtin", metadata={"help": "builtin | askx | tasks"})
+    source: str = field(default="builtin", metadata={"help": "builtin | ifeval | askx | tasks"})
     path: str | None = field(default=None, metadata={"help": "data folder for askx / tasks"})
     setting: str = field(default="countries", metadata={"help": "askx seen/unseen setting: countries | regions | "
                                                                  "both (every present culture seen)"})
@@ -89,9 +89,9 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)!r}")
         if self.augment < 0:
             raise ValueError(f"data.augment must be >= 0, got {self.augment}")
-        if self.null_context and self.source != "builtin":
+        if self.null_context and self.source not in ("builtin", "ifeval"):
             raise ValueError("data.null_context needs a plain answer for every prompt, which only the built-in "
-                             f"suite has; data.source is {self.source!r}")
+                             f"suite and ifeval have; data.source is {self.source!r}")
 
 
 @dataclass

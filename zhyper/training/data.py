@@ -28,6 +28,10 @@ def load_data(cfg):
 
     if cfg.data.source == "builtin":
         data = zdata.builtin_suite(seed=cfg.data.seed)
+    elif cfg.data.source == "ifeval":
+        from zhyper.data.ifeval import load_ifeval
+
+        data = load_ifeval(cfg.base_model, seed=cfg.data.seed)
     elif cfg.data.source == "askx":
         data = zdata.load_askx(cfg.data.path, setting=cfg.data.setting, drop_system_message=cfg.data.drop_system_message)
     else:
@@ -52,8 +56,9 @@ def training_rows(data, null_context: bool, augment: int, seed: int):
         first: dict[tuple[str, str], int] = {}
         for i, key in enumerate(zip(rows["prompt"], rows["system"])):
             first.setdefault(key, i)
+        own = {"description": ""} if "description" in rows.column_names else {}  # null rows draw from the pool
         null = rows.select(sorted(first.values())).map(  # one row per training prompt, its plain answer
-            lambda r: {"context": NULL_CONTEXT, "response": r["base_answer"]})
+            lambda r: {"context": NULL_CONTEXT, "response": r["base_answer"], **own})
         rows = concatenate_datasets([rows, null])
         descriptions[NULL_CONTEXT] = random_strings(NULL_STRINGS, "train", seed) + unrelated_sentences("train")
     return rows, descriptions

@@ -1,0 +1,41 @@
+"""``zhyper eval ifeval --checkpoint DIR [--data PATH] [--limit N] --out DIR``: the official IFEval score.
+
+Answers IFEval's prompts with adapters off (the base model) and with Zhyper (the prompt's own
+instruction texts as the description), scores them with if-verifiable's official checkers and
+writes ``ifeval.md`` / ``ifeval.json`` / ``answers_<condition>.jsonl`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from zhyper.validate import option, positive_int
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("benchmark", choices=["ifeval"], help="the benchmark (ifeval: google/IFEval, 541 prompts)")
+    parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
+    parser.add_argument("--data", help="a local JSONL of IFEval's rows (input_data.jsonl); default: the hub dataset "
+                                       "google/IFEval")
+    parser.add_argument("--limit", type=option(positive_int, int), help="only the first N prompts (quick runs)")
+    parser.add_argument("--conditions", nargs="+", default=["adapters_off", "zhyper"],
+                        choices=["adapters_off", "zhyper"], help="what to answer with (default: both)")
+    parser.add_argument("--max-new-tokens", type=option(positive_int, int), default=256,
+                        help="most tokens per answer (default 256)")
+    parser.add_argument("--batch-size", type=option(positive_int, int), default=8, help="prompts per batch (default 8)")
+    parser.add_argument("--out", required=True, help="folder for ifeval.md, ifeval.json and the answers")
+    parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from zhyper.evaluation import ifeval
+    from zhyper.model import ZhyperModel
+
+    rows = ifeval.load_prompts(args.data, limit=args.limit)
+    model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
+    results = ifeval.evaluate(model, rows, args.conditions, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size)
+    out = ifeval.write(results, rows, args.out)
+    print((out / "ifeval.md").read_text(encoding="utf-8"))
+    print(f"answers and ifeval.json in {out}")
+    return 0
