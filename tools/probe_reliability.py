@@ -14,7 +14,7 @@ by an explicit check in code, never by eye:
 Everything is written under one temporary folder (removed at the end); the test fixtures are copied
 there first. Uses the tiny random Llama and the small helpers of tests/. About a minute on 2 cores.
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/probe_reliability.py [--out table.md] [--strict] [--keep-tmp]
+Run:  OMP_NUM_THREADS=1 python tools/probe_reliability.py [--out table.md] [--strict] [--keep-tmp]
       --strict: exit 1 when any probe is silent or more than 5 are unclear (else always exit 0).
 """
 
