@@ -199,6 +199,18 @@ class ZhyperModel(nn.Module):
         with adapters_disabled(self.base):
             yield
 
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> int:
+        """HF's switch, as Trainer calls it: non-reentrant checkpointing of the base that keeps every
+        ZLinear's modulation through the recompute (``zhyper.layers.checkpointing``). Returns the
+        number of checkpointed blocks; ``use_reentrant=True`` is refused (the modulation needs the
+        non-reentrant recompute)."""
+        from zhyper.layers.checkpointing import enable_gradient_checkpointing
+
+        if (gradient_checkpointing_kwargs or {}).get("use_reentrant", False):
+            raise ValueError("gradient_checkpointing_kwargs: use_reentrant=True is not supported; Zhyper's "
+                             "checkpointing is non-reentrant (pass nothing or use_reentrant=False)")
+        return enable_gradient_checkpointing(self)
+
     # ------------------------------------------------------------------ generation and export
     @torch.no_grad()
     def generate(self, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",

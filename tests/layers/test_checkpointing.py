@@ -101,8 +101,25 @@ def test_plain_hf_checkpointing_recomputes_without_a_modulation():
     ids, emb = _batch()
     model.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     out = model(input_ids=ids, labels=ids, context_embeddings=emb)
-    with pytest.raises(ValueError, match="needs a modulation"):
+    with pytest.raises(ValueError, match=r"needs a modulation(.|\n)*ZhyperModel.gradient_checkpointing_enable\(\)"):
         out.loss.backward()
+
+
+def test_hf_named_switch_on_the_zhyper_model_keeps_the_modulation():
+    """``model.gradient_checkpointing_enable()``, the call HF's Trainer makes, gives the gradients without checkpointing."""
+    ids, emb = _batch()
+    _, ref = _grads(_model("llama", "diag"), ids, emb)
+    model = _model("llama", "diag")
+    assert model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}) > 0
+    assert model.base.is_activation_checkpointing
+    _assert_grads_close(_grads(model, ids, emb)[1], ref)
+
+
+def test_hf_named_switch_refuses_reentrant_checkpointing():
+    model = _model("llama", "diag")
+    with pytest.raises(ValueError, match="use_reentrant=True is not supported"):
+        model.gradient_checkpointing_enable({"use_reentrant": True})
+    assert not model.base.is_activation_checkpointing
 
 
 @pytest.mark.parametrize("mode", ["diag", "square"])

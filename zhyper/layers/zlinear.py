@@ -197,7 +197,9 @@ class ZLinear(nn.Module):
             raise ValueError(
                 f"ZLinear ({self.in_features}->{self.out_features}, mode={self.mode!r}) needs a modulation of shape "
                 f"{self.modulation_shape} or (batch, *{self.modulation_shape}); got none. Pass modulation=..., "
-                "use `with layer.modulated(z):`, or disable the adapter to run the base layer")
+                "use `with layer.modulated(z):`, or disable the adapter to run the base layer. In a gradient-"
+                "checkpointing recompute: turn checkpointing on with ZhyperModel.gradient_checkpointing_enable() "
+                "(zhyper.layers.checkpointing), not with the base model's own switch")
         z = self._check_modulation(modulation, x)  # (r,) | (r, r) | (n,), or with a leading batch dim
         y = F.linear(x, self.weight, self.bias)  # (..., out), base path in x's dtype
         xd = self.dropout(x)  # the adapter path only
