@@ -81,21 +81,33 @@ def test_generate_keeps_the_users_files_in_out(checkpoint, tmp_path):
     assert (tmp_path / "out-zhyper" / "modulation.safetensors").is_file()
 
 
+def _user_error(argv, capsys) -> str:
+    """Run ``zhyper <argv>``: exit status 2 and one ``zhyper <cmd>: error: ...`` line, no traceback; returns it."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"zhyper {argv[0]}: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 @pytest.mark.parametrize("fmt", ["peft", "zhyper"])
-def test_generate_refuses_to_write_into_the_folders_it_reads(checkpoint, tmp_path, fmt):
+def test_generate_refuses_to_write_into_the_folders_it_reads(checkpoint, tmp_path, fmt, capsys):
     _, ckpt = checkpoint
     base = tmp_path / "base"
     before = {p: p.read_bytes() for folder in (ckpt, base) for p in folder.rglob("*") if p.is_file()}
     for out in (ckpt, ckpt / "adapter"):
-        with pytest.raises(ValueError, match=rf"--out {out} is the --checkpoint folder {ckpt} \(or inside it\): "
-                                             "zhyper generate never writes into a folder it reads from"):
-            main(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(out), "--format", fmt])
-    with pytest.raises(ValueError, match=rf"--out {base / 'a'} is the --base folder {base} \(or inside it\)"):
-        main(["generate", "--checkpoint", str(ckpt), "--base", str(base), "--description", "x",
-              "--out", str(base / "a"), "--format", fmt])
+        line = _user_error(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(out),
+                            "--format", fmt], capsys)
+        assert f"--out {out} is the --checkpoint folder {ckpt} (or inside it): zhyper generate never writes into " \
+               "a folder it reads from" in line
+    line = _user_error(["generate", "--checkpoint", str(ckpt), "--base", str(base), "--description", "x",
+                        "--out", str(base / "a"), "--format", fmt], capsys)
+    assert f"--out {base / 'a'} is the --base folder {base} (or inside it)" in line
     # the base recorded in the checkpoint (not given with --base) is protected by the model itself
-    with pytest.raises(ValueError, match=rf"output folder {base} is the base model's folder {base.resolve()}"):
-        main(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(base), "--format", fmt])
+    line = _user_error(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(base),
+                        "--format", fmt], capsys)
+    assert f"output folder {base} is the base model's folder {base.resolve()}" in line
     assert {p: p.read_bytes() for folder in (ckpt, base) for p in folder.rglob("*") if p.is_file()} == before
     assert not (ckpt / "adapter").exists() and not (base / "a").exists()
 
@@ -109,9 +121,52 @@ def test_chat_answers_like_the_model(checkpoint, capsys):
     assert printed == model.generate([prompt], [desc], max_new_tokens=5)[0].strip()
 
 
-def test_missing_checkpoint_fails_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="is not a zhyper checkpoint folder"):
-        main(["chat", "--checkpoint", str(tmp_path), "--description", "x", "hi"])
+@pytest.mark.parametrize("command", [["chat", "hi"], ["generate", "--out", "OUT"]])
+def test_missing_checkpoint_fails_clearly(tmp_path, capsys, command):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    argv = [command[0], "--checkpoint", str(ckpt), "--description", "x",
+            *[str(tmp_path / "out") if a == "OUT" else a for a in command[1:]]]
+    line = _user_error(argv, capsys)
+    assert "is not a zhyper checkpoint folder" in line and str(ckpt) in line
+    assert "-v shows the traceback" in line
+
+
+def test_bad_checkpoint_traceback_only_with_verbose(tmp_path, capsys):
+    """A malformed checkpoint: one line and exit 2; with -v (before or after the command) the traceback too."""
+    (tmp_path / "zhyper_config.json").write_text("{not json")
+    argv = ["chat", "--checkpoint", str(tmp_path), "--description", "x", "hi"]
+    assert "malformed JSON at line 1" in _user_error(argv, capsys)
+    for verbose in (["-v", *argv], [argv[0], "-v", *argv[1:]]):
+        assert main(verbose) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "zhyper chat: error: " in err and "malformed JSON" in err
+
+
+def test_user_error_from_the_console_script_is_one_line(tmp_path):
+    """The real entry point (a fresh process): exit status 2, stderr one line, nothing on stdout."""
+    proc = subprocess.run([sys.executable, "-m", "zhyper", "chat", "--checkpoint", str(tmp_path / "nope"),
+                           "--description", "x", "hi"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"zhyper chat: error: {tmp_path / 'nope' / 'zhyper_config.json'} not found: {tmp_path / 'nope'} is not a "
+        "zhyper checkpoint folder  (-v shows the traceback)"]
+
+
+@pytest.mark.parametrize("fmt", ["peft", "zhyper"])
+def test_unwritable_out_names_the_users_path(checkpoint, tmp_path, capsys, fmt):
+    """--out under a regular file: the error names the --out the user gave, not zhyper's hidden temporary folder."""
+    _, ckpt = checkpoint
+    (tmp_path / "a-file").write_text("mine")
+    out = tmp_path / "a-file" / "adapter"
+    line = _user_error(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(out),
+                        "--format", fmt], capsys)
+    assert f"cannot write {out}:" in line and ".tmp" not in line, line
+    assert (tmp_path / "a-file").read_text() == "mine"
+    # the twin: a writable --out next to it succeeds
+    assert main(["generate", "--checkpoint", str(ckpt), "--description", "x", "--out", str(tmp_path / "ok"),
+                 "--format", fmt]) == 0
 
 
 def test_base_model_prints_the_cached_folder(capsys):

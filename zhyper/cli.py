@@ -3,6 +3,11 @@
 Each subcommand lives in ``zhyper/commands/<name>.py`` with two functions,
 ``configure(parser)`` and ``run(args) -> int``. Only the module of the chosen subcommand
 is imported, so ``zhyper --help`` never touches torch, transformers or deepspeed.
+
+Errors in what the user gave (a bad value, a missing or malformed checkpoint, a path that cannot be
+read or written: ``USER_ERRORS``) end the command with one line, ``zhyper <command>: error: ...``,
+and exit status 2, as argparse does for a bad option; ``-v`` shows the traceback as well. Ctrl-C
+exits with 130 and one line. Anything else is a bug in zhyper and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +26,36 @@ COMMANDS = {
     "base-model": "convert the shipped SmolLM2-135M-Instruct GGUF into a cached HF folder and print its path",
     "plan": "per-rank memory and computed step time of a run before it starts: does it fit, what to change",
     "serve": "OpenAI-compatible HTTP server: each request brings its own description, batched together",
+    "eval": "score a checkpoint on a benchmark with its official checkers (ifeval: IFEval's 541 prompts)",
 }
+EXIT_USER_ERROR = 2  # as argparse's usage errors
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types zhyper raises for the user's input (values, paths, checkpoints), not for its bugs."""
+    errors: list[type[BaseException]] = [ValueError, OSError, FloatingPointError]  # OSError: missing/unwritable paths
+    if "zhyper.training.resume" in sys.modules:  # imported only when a command used it
+        errors.append(sys.modules["zhyper.training.resume"].CheckpointError)
+    return tuple(errors)
+
+
+def run_command(name: str, module, args: argparse.Namespace) -> int:
+    """``module.run(args)``; a user error becomes one line on stderr and exit status 2 (traceback with -v)."""
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"zhyper {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except user_errors() as err:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        text = str(err) or type(err).__name__
+        print(f"zhyper {name}: error: {text}" + ("" if args.verbose else "  (-v shows the traceback)"),
+              file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) > 1 and argv[0] in ("-v", "--verbose") and argv[1] in COMMANDS:  # `zhyper -v chat ...`
+        argv = [argv[1], "-v", *argv[2:]]
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         args = parser.parse_args(argv)  # handles --help / --version / unknown commands
@@ -52,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(rest)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(module.run(args) or 0)
+    return run_command(name, module, args)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,38 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _user_path_error(err: OSError, path: Path) -> OSError:
+    """``err`` re-worded to name ``path`` (what the user asked for), not the hidden temporary sibling."""
+    reason = (err.strerror or str(err)).lower()
+    return type(err)(err.errno, f"cannot write {path}: {reason} (it is written through a temporary file in "
+                                f"{path.parent}, a folder that must exist or be creatable, and be writable)")
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None:  # zhyper's own wording (NotADirectoryError etc. with a message): keep it
+            raise
+        raise _user_path_error(err, path) from err
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and one rename; returns the path."""
+    """Write ``data`` to ``path`` through a temporary sibling and one rename; returns the path.
+
+    An error of the file system names ``path``, not the temporary sibling."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path):
+        _write_and_replace(fd, tmp, path, data)
+    return path
+
+
+def _write_and_replace(fd: int, tmp: str, path: Path, data: bytes | str) -> None:
+    """Fill the temporary file, fsync, then one rename onto ``path``; the temporary file never stays behind."""
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -36,7 +63,6 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -60,26 +86,33 @@ def atomic_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} exists and is not a folder; expected a folder (or nothing) there")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
+    with _naming(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
     os.chmod(tmp, 0o755)
     try:
         yield tmp
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)  # one rename: the whole folder appears at once
-            return
-        for src in sorted(tmp.rglob("*")):
-            dst = out_dir / src.relative_to(tmp)
-            if src.is_dir():
-                if dst.exists() and not dst.is_dir():
-                    raise NotADirectoryError(f"{dst} exists and is not a folder; cannot write {src.name} there")
-                dst.mkdir(exist_ok=True)
-            else:
-                if dst.is_dir():
-                    raise IsADirectoryError(f"{dst} is a folder; cannot replace it with a file")
-                os.replace(src, dst)
+        with _naming(out_dir):
+            _move_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_in(tmp: Path, out_dir: Path) -> None:
+    """Move ``tmp``'s files into ``out_dir`` (one rename for the whole folder when it does not exist yet)."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)  # one rename: the whole folder appears at once
+        return
+    for src in sorted(tmp.rglob("*")):
+        dst = out_dir / src.relative_to(tmp)
+        if src.is_dir():
+            if dst.exists() and not dst.is_dir():
+                raise NotADirectoryError(f"{dst} exists and is not a folder; cannot write {src.name} there")
+            dst.mkdir(exist_ok=True)
+        else:
+            if dst.is_dir():
+                raise IsADirectoryError(f"{dst} is a folder; cannot replace it with a file")
+            os.replace(src, dst)
 
 
 @contextmanager

@@ -107,8 +107,18 @@ def test_cli_prints_the_plan(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--nodes", "0"], "--nodes: expected a positive int, got 0"),
-    (["--gpu-memory", "-1"], "--gpu-memory: expected a positive number of GiB"),
+    (["--nodes", "0"], "argument --nodes: expected an integer >= 1, got '0'"),
+    (["--gpu-memory", "-1"], "argument --gpu-memory: expected a finite number > 0, got '-1'"),
+])
+def test_cli_bad_number_is_named(argv, message, capsys):
+    """Refused by argparse (zhyper.validate): exit status 2, the option and the value named; more: test_validate.py."""
+    base = ["plan", "--config", str(MISTRAL_YAML), "--ds_config", str(MISTRAL_DS)]
+    with pytest.raises(SystemExit) as exit_:
+        main(base + argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--gpus-per-node", "3"], "divisible by world size 3"),
     (["model.rank=0"], "rank"),
 ])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from zhyper.validate import option, positive_int
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
     parser.add_argument("--description", required=True, help="the context description")
     parser.add_argument("prompts", nargs="+", help="one or more user prompts (answered in one batch)")
     parser.add_argument("--system", default="", help="system message (default: the chat template's own)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=option(positive_int, int), default=128,
+                        help="most tokens per answer (default 128)")
     parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
 
 

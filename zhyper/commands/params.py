@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import argparse
 
+from zhyper.validate import option, positive_int
+
 DEFAULT_ENCODER = {"mistral-7b": "Alibaba-NLP/gte-large-en-v1.5", "smollm2": "all-MiniLM-L6-v2"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", choices=("mistral-7b", "smollm2"), default="mistral-7b",
                         help="base model (config only; default mistral-7b)")
-    parser.add_argument("--rank", type=int, default=8, help="r (default 8)")
+    parser.add_argument("--rank", type=option(positive_int, int), default=8, help="r (default 8)")
     parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names or all-linear")
     parser.add_argument("--encoder", help="context encoder (default: gte-large-en-v1.5 for mistral-7b as in the "
                         "paper, all-MiniLM-L6-v2 for smollm2)")
-    parser.add_argument("--context-dim", type=int, help="encoder output size, for encoders not known by name")
-    parser.add_argument("--latent-dim", type=int, default=128)
-    parser.add_argument("--head-in", type=int, default=512)
+    parser.add_argument("--context-dim", type=option(positive_int, int), help="encoder output size, for encoders not known by name")
+    parser.add_argument("--latent-dim", type=option(positive_int, int), default=128)
+    parser.add_argument("--head-in", type=option(positive_int, int), default=512)
 
 
 def format_table(rows, title: str) -> str:

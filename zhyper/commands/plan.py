@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import argparse
 
+from zhyper.validate import option, positive, positive_int
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="run YAML (launch/configs/*.yaml)")
     parser.add_argument("--ds_config", required=True, help="DeepSpeed JSON (ZeRO stage, bf16, offload)")
-    parser.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
-    parser.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (ranks, on the CPU) per node (default 1)")
-    parser.add_argument("--gpu-memory", type=float, default=None,
+    parser.add_argument("--nodes", type=option(positive_int, int), default=1, help="nodes (default 1)")
+    parser.add_argument("--gpus-per-node", type=option(positive_int, int), default=1,
+                        help="GPUs (ranks, on the CPU) per node (default 1)")
+    parser.add_argument("--gpu-memory", type=option(positive), default=None,
                         help="GiB per GPU (default 80); with --device cpu, host RAM per rank (default: this "
                              "machine's RAM / ranks per node)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cuda (default) or cpu (device memory = host RAM, plus the measured runtime)")
-    parser.add_argument("--tflops", type=float, default=None,
+    parser.add_argument("--tflops", type=option(positive), default=None,
                         help="assumed sustained TFLOP/s per rank for the step time (default: 125 on cuda, 0.03 on cpu)")
-    parser.add_argument("--inter-node-gbps", type=float, default=100.0,
+    parser.add_argument("--inter-node-gbps", type=option(positive), default=100.0,
                         help="assumed Gbit/s between nodes for ZeRO-3's all-gathers (default 100)")
-    parser.add_argument("--encoder-params", type=int, default=None,
+    parser.add_argument("--encoder-params", type=option(positive_int, int), default=None,
                         help="parameters of the sentence encoder, when it is not a known one")
     parser.add_argument("overrides", nargs="*",
                         help="run-config overrides, e.g. data.max_length=1024 train.gradient_checkpointing=true")
@@ -40,11 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from zhyper.training.build import resolve_ds_config
     from zhyper.training.config import load_config
 
-    for name in ("nodes", "gpus_per_node"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')}: expected a positive int, got {getattr(args, name)}")
-    if args.gpu_memory is not None and args.gpu_memory <= 0:
-        raise SystemExit(f"--gpu-memory: expected a positive number of GiB, got {args.gpu_memory}")
     try:
         cfg = load_config(args.config, args.overrides)
         world = args.nodes * args.gpus_per_node

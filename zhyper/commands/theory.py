@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+from zhyper.validate import int_list, non_negative_int, option, positive, positive_int
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -31,21 +26,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--classes", type=_names, help="comma-separated subset of "
                    "diag-l2,diag-linf,square-fro,square-spec,full-fro,full-box,diag-finite")
     v.add_argument("--sweeps", type=_names, help="comma-separated subset of n,r,d_in,d_out")
-    v.add_argument("--n-values", type=_ints, help="grid of N, e.g. 125,250,500")
-    v.add_argument("--r-values", type=_ints, help="grid of r")
-    v.add_argument("--d-values", type=_ints, help="grid of d_in and d_out")
-    v.add_argument("--base-n", type=int)
-    v.add_argument("--base-r", type=int)
-    v.add_argument("--base-d", type=int)
-    v.add_argument("--draws", type=int, dest="n_draws", help="σ draws per point")
+    v.add_argument("--n-values", type=int_list(), help="grid of N, e.g. 125,250,500")
+    v.add_argument("--r-values", type=int_list(), help="grid of r")
+    v.add_argument("--d-values", type=int_list(), help="grid of d_in and d_out")
+    v.add_argument("--base-n", type=option(positive_int, int))
+    v.add_argument("--base-r", type=option(positive_int, int))
+    v.add_argument("--base-d", type=option(positive_int, int))
+    v.add_argument("--draws", type=option(positive_int, int), dest="n_draws", help="σ draws per point")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--tolerance", type=float, help="allowed |slope - expected| (default 0.15)")
+    v.add_argument("--tolerance", type=option(positive), help="allowed |slope - expected| (default 0.15)")
     v.add_argument("--inputs", help="real layer inputs: a .safetensors file with a (N, d) tensor, or 'smollm2' "
                    "(inputs of a SmolLM2-135M layer's q_proj on the built-in suite's prompts)")
     v.add_argument("--key", help="tensor name inside the --inputs file (default: its only tensor)")
-    v.add_argument("--layer", type=int, default=0, help="with --inputs smollm2: the decoder layer index")
+    v.add_argument("--layer", type=option(non_negative_int, int), default=0, help="with --inputs smollm2: the decoder layer index")
     v.add_argument("--module", default="q_proj", help="with --inputs smollm2: the projection (default q_proj)")
-    v.add_argument("--max-prompts", type=int, help="with --inputs smollm2: use only the first K suite prompts")
+    v.add_argument("--max-prompts", type=option(positive_int, int), help="with --inputs smollm2: use only the first K suite prompts")
     v.add_argument("--strict", action="store_true", help="exit 1 when a slope is outside its expected range")
 
 

@@ -75,14 +75,18 @@ def plan(cfg, ds: dict, nodes: int, gpus_per_node: int, device: str = "cuda", de
          flops: float | None = None, encoder_params: int | None = None,
          inter_node: float = ASSUMED_INTER_NODE_BYTES_PER_S) -> Plan:
     """The plan of a run: ``ds`` is the DeepSpeed config as ``resolve_ds_config(path, cfg, world)`` returns it."""
-    for name, value in (("nodes", nodes), ("gpus_per_node", gpus_per_node)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if device not in ("cuda", "cpu"):
-        raise ValueError(f"device: expected 'cuda' or 'cpu', got {device!r}")
+    from zhyper import validate
+
+    validate.positive_int("nodes", nodes)
+    validate.positive_int("gpus_per_node", gpus_per_node)
+    validate.one_of("device", device, ("cuda", "cpu"))
+    for name, value in (("flops", flops), ("device_memory", device_memory)):
+        if value is not None:
+            validate.positive(name, value)
+    validate.positive("inter_node", inter_node)
+    if encoder_params is not None:
+        validate.positive_int("encoder_params", encoder_params)
     mem = device_memory if device_memory is not None else default_device_memory(device, gpus_per_node)
-    if mem <= 0:
-        raise ValueError(f"device memory: expected a positive size, got {mem}")
     sizes = model_sizes(cfg, encoder_params)
     s = setting_from(cfg, ds, nodes, gpus_per_node, device, mem)
     kw = dict(flops=flops, inter_node=inter_node)

@@ -81,6 +81,10 @@ class VerifyConfig:
         self.d_values = _positive_ints("d_values", self.d_values)
         for name in ("base_n", "base_r", "base_d", "n_draws"):
             _positive_ints(name, [getattr(self, name)])
+        from zhyper import validate
+
+        validate.positive("tolerance", self.tolerance)
+        validate.in_range("confidence", self.confidence, 0.0, 1.0, low_open=True, high_open=True)
         unknown = [c for c in self.classes if c not in CLASS_NAMES]
         if unknown or not self.classes:
             raise ValueError(f"classes must be a non-empty subset of {CLASS_NAMES}, got {tuple(self.classes)!r}")

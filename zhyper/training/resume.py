@@ -9,7 +9,7 @@ Loading: the tag's manifest is verified first (missing, truncated or altered fil
 the newest complete checkpoint to fall back to: ``--resume <tag>``). DeepSpeed's own loader calls
 ``torch.load(weights_only=False)``, which runs any code a planted ``__reduce__`` carries; the engine's
 checkpoint engine is replaced by one that loads with ``weights_only=True`` and allows, beyond
-tensors and plain containers, only the few DeepSpeed classes its checkpoints hold (``ALLOWED``).
+tensors and plain containers, only the few DeepSpeed classes its checkpoints hold (``_allowed``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,30 @@ class CheckpointError(RuntimeError):
 
 
 def _allowed():
-    """DeepSpeed classes a ZeRO checkpoint pickles besides tensors and containers (data only)."""
+    """DeepSpeed classes its own checkpoints pickle besides tensors and containers (data only, no code).
+
+    - ``LossScaler`` / ``DynamicLossScaler``: the loss scale (ZeRO-1/2/3 and fp16 optimizer state);
+    - ``ZeroStageEnum``: the stage a ZeRO optimizer state was written under;
+    - ``fragment_address``: a dataclass of two ints (numel, start) that ZeRO-1/2 and the bf16
+      optimizer store per parameter in ``param_slice_mappings`` (``zero_pp_rank_*_optim_states.pt``).
+    """
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
 
-    return [LossScaler, DynamicLossScaler, ZeroStageEnum]
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def _offending(err: Exception) -> str:
+    """The object torch's weights-only unpickler refused, from its message (``GLOBAL module.name``)."""
+    import re
+
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"the Python object {found.group(1)}"
+    reason = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line), text.splitlines()[0])
+    return f"something the weights-only unpickler refuses ({reason[:300]})"
 
 
 def safe_checkpoint_engine(engine):
@@ -51,9 +70,10 @@ def safe_checkpoint_engine(engine):
                 with torch.serialization.safe_globals(_allowed()):
                     return torch.load(path, map_location=map_location, weights_only=True)
             except Exception as err:  # torch raises UnpicklingError with the offending global's name
-                raise CheckpointError(f"refusing to load {path}: it holds a Python object outside zhyper's allow-list "
-                                      f"of tensors, containers and {[c.__name__ for c in _allowed()]} (loading it could "
-                                      f"run code). Details: {str(err).splitlines()[0][:300]}") from None
+                raise CheckpointError(f"refusing to load {path}: it holds {_offending(err)}, outside zhyper's "
+                                      f"allow-list of tensors, containers and {[c.__name__ for c in _allowed()]} "
+                                      "(loading it could run code). If you wrote this file yourself with another "
+                                      "DeepSpeed version, report the class named here") from None
 
     old = engine.checkpoint_engine
     engine.checkpoint_engine = SafeTorchCheckpointEngine(getattr(old, "config_params", None))

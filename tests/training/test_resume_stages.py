@@ -1,0 +1,91 @@
+"""Every shipped CPU DeepSpeed config resumes through the safe loader to the uninterrupted run's weights.
+
+For ZeRO-2 (``launch/configs/zero2.json``, the README's main job) and ZeRO-0: a 2-rank run stopped
+after step 2 (``train.stop_after=2``) and resumed with ``--resume`` ends with the same final weights,
+bit for bit, as a run that was never interrupted (DeepSpeed is deterministic on the CPU). ZeRO-3 is
+covered by test_train_deepspeed.py / test_faults.py. The allow-list is checked on the real ZeRO-2
+optimizer file: as written it loads; with one more (harmless) class inside it is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+import pytest
+import torch
+
+from tests.training.test_train_deepspeed import _losses, _train
+
+pytestmark = pytest.mark.slow
+
+
+def _final(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "final" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module", params=["zero2.json", "zero0.json"])
+def stage_runs(request, tmp_path_factory):
+    ds = request.param
+    root = tmp_path_factory.mktemp(ds.split(".")[0])
+    whole = _train(root / "whole", ds=ds)
+    resumed = _train(root / "resumed", "train.stop_after=2", ds=ds)
+    assert (resumed / "checkpoints" / "latest").read_text() == "step2" and not (resumed / "final").exists()
+    _train(resumed, ds=ds, resume=True)
+    return ds, whole, resumed
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(stage_runs):
+    ds, whole, resumed = stage_runs
+    a, b = _final(whole), _final(resumed)
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=lambda m: f"{ds} {name}: {m}")
+    assert _losses(resumed) == _losses(whole)  # the whole history, bit for bit
+
+
+def test_the_twin_steps_after_the_checkpoint_change_the_weights(stage_runs):
+    """The comparison above can fail: the step-2 weights (the resume point) differ from the final ones."""
+    from zhyper.training import resume
+
+    ds, whole, resumed = stage_runs
+
+    class _Engine:
+        checkpoint_engine = None
+
+    loader = resume.safe_checkpoint_engine(_Engine()).checkpoint_engine
+    at_step2 = loader.load(str(resumed / "checkpoints" / "step2" / "mp_rank_00_model_states.pt"), "cpu")["module"]
+    final = _final(whole)
+    trained = [n for n in final if n in at_step2]
+    assert trained, f"{ds}: no trained tensor of final/ in the step-2 module state"
+    assert any(not torch.equal(at_step2[n].float(), final[n]) for n in trained)
+
+
+def test_real_zero2_optimizer_state_loads_and_one_more_class_is_refused(stage_runs, tmp_path):
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    from zhyper.training import resume
+    from zhyper.training.resume import CheckpointError
+
+    ds, _, resumed = stage_runs
+    if ds != "zero2.json":
+        pytest.skip("ZeRO-0 writes no zero_pp_rank_* optimizer file")
+
+    class _Engine:
+        checkpoint_engine = None
+
+    loader = resume.safe_checkpoint_engine(_Engine()).checkpoint_engine
+    real = resumed / "checkpoints" / "step2" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    state = loader.load(str(real), "cpu")  # DeepSpeed's own classes, fragment_address included
+    mappings = state["optimizer_state_dict"]["param_slice_mappings"]
+    assert any(isinstance(v, fragment_address) for group in mappings for v in group.values())
+
+    other = tmp_path / real.name
+    shutil.copy(real, other)
+    planted = torch.load(other, weights_only=False)  # our own file: safe to load fully here
+    planted["extra"] = argparse.Namespace(lr=1.0)  # data only, but not a class DeepSpeed's checkpoints hold
+    torch.save(planted, other)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*allow-list.*argparse\.Namespace"):
+        loader.load(str(other), "cpu")
