@@ -76,14 +76,18 @@ def base_answers(base_model: str, prompts, max_new_tokens: int = 96, batch_size:
     with file_lock(path.with_suffix(".lock"), what="the base-answer cache"):
         cached = _read_cache(path)
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]
-        if missing:
-            cached.update(_generate(base_model, missing, max_new_tokens, batch_size, progress))
+
+        def save(batch: dict[str, str]) -> None:  # after every batch: an interrupted run keeps what it made
+            cached.update(batch)
             atomic_write(path, "".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in cached.items()))
+
+        if missing:
+            _generate(base_model, missing, max_new_tokens, batch_size, progress, save)
     return {p: cached[p] for p in prompts}
 
 
-def _generate(base_model: str, prompts: list[str], max_new_tokens: int, batch_size: int,
-              progress: bool) -> dict[str, str]:
+def _generate(base_model: str, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool,
+              save) -> None:
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,13 +98,11 @@ def _generate(base_model: str, prompts: list[str], max_new_tokens: int, batch_si
     path = resolve_base(base_model)
     tok = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    out: dict[str, str] = {}
     log.info("generating the base model's answers to %d prompts (once; cached)", len(prompts))
     for i in tqdm(range(0, len(prompts), batch_size), desc="base answers", disable=not progress):
         chunk = prompts[i:i + batch_size]
         answers = generate_texts(lm, tok, chunk, ["none"] * len(chunk), max_new_tokens=max_new_tokens)
-        out.update({p: _complete_sentences(a) for p, a in zip(chunk, answers)})
-    return out
+        save({p: _complete_sentences(a) for p, a in zip(chunk, answers)})
 
 
 @dataclass

@@ -98,6 +98,7 @@ class ComplianceResult:
     unseen: list[str]
     counts: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # [n, hits per rule ...]
     answers: list[tuple[GenItem, str]] = field(default_factory=list)
+    retention: object = None  # a zhyper.evaluation.retention.Retention when measured
 
     def _row(self, condition: str, sources: Sequence[str]) -> tuple[float, list[float]]:
         n, hits = 0.0, [0.0] * len(self.rules)

@@ -165,12 +165,18 @@ class EvalConfig:
         "help": "also answer with adapters off and the description in the prompt (the base+prompt baseline)"})
     generate_batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
     max_new_tokens: int = 48
+    retention: int = field(default=44, metadata={
+        "help": "content retention: factual questions asked with adapters off and under every seen context's "
+                "held-out description (zhyper.evaluation.retention; 0: off)"})
+    retention_tokens: int = field(default=48, metadata={"help": "most new tokens per content-retention answer"})
 
     def __post_init__(self):
         if self.every < 0:
             raise ValueError(f"eval.every must be >= 0, got {self.every}")
+        if self.retention < 0:
+            raise ValueError(f"eval.retention must be >= 0 (0: off), got {self.retention}")
         for name in ("max_examples", "batch_size", "prompts", "paraphrases_per_prompt", "controls",
-                     "generate_batch_size", "max_new_tokens"):
+                     "generate_batch_size", "max_new_tokens", "retention_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"eval.{name} must be positive, got {getattr(self, name)}")
 

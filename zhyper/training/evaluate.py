@@ -57,13 +57,37 @@ def compliance(engine, run, cfg, rank: int, world: int, progress: bool = False):
     items = generation_items(run.data, cfg.eval.prompts, cfg.eval.paraphrases_per_prompt, cfg.eval.controls,
                              description_in_prompt=cfg.data.description_in_prompt, base_prompt=cfg.eval.base_prompt)
     with generation_module(engine) as model:
-        def generate(prompts, descriptions, system, in_prompt, adapters):
-            kwargs = dict(system=system, description_in_prompt=in_prompt, max_new_tokens=cfg.eval.max_new_tokens,
+        def generate(prompts, descriptions, system, in_prompt, adapters, max_new_tokens=cfg.eval.max_new_tokens):
+            kwargs = dict(system=system, description_in_prompt=in_prompt, max_new_tokens=max_new_tokens,
                           do_sample=False)
             if adapters:
                 return model.generate(prompts, descriptions, **kwargs)
             with model.adapters_off():
                 return model.generate(prompts, descriptions, **kwargs)
 
-        return compliance_eval(generate, run.data, items, rank, world, cfg.eval.generate_batch_size,
-                               progress=progress)
+        result = compliance_eval(generate, run.data, items, rank, world, cfg.eval.generate_batch_size,
+                                 progress=progress)
+        if cfg.eval.retention:
+            result.retention = retention(generate, run.data, cfg, rank, world)
+        return result
+
+
+def retention(generate, data, cfg, rank: int, world: int):
+    """Content retention (``zhyper.evaluation.retention``) under each seen context's first held-out description.
+
+    A method that reads the description from its prompt (``data.description_in_prompt``) gets it there.
+    """
+    from zhyper.evaluation.retention import retention_eval
+
+    descriptions = {c: (data.heldout_descriptions.get(c) or data.descriptions[c])[0] for c in data.seen_contexts}
+    size, in_prompt = cfg.eval.generate_batch_size, cfg.data.description_in_prompt
+
+    def ask(questions, description):
+        out = []
+        for i in range(0, len(questions), size):
+            chunk = questions[i:i + size]
+            out += generate(chunk, [description or "none"] * len(chunk), "", in_prompt and description is not None,
+                            description is not None, max_new_tokens=cfg.eval.retention_tokens)
+        return out
+
+    return retention_eval(ask, descriptions, cfg.eval.retention, rank, world)

@@ -32,6 +32,11 @@ def eval_markdown(cfg, metrics: dict[str, float], result, speed: dict[str, float
                   compliance_markdown(result)]
         if confusion:
             lines += ["", f"Confusion matrix (paraphrase descriptions): ![confusion]({confusion})"]
+        if result.retention is not None:
+            lines += ["", "## Content retention (factual questions under each context; never trained on)", "",
+                      "An answer keeps the fact when it still states the known answer (case and punctuation "
+                      "ignored); relative = kept under the context / kept with adapters off.", "",
+                      result.retention.markdown()]
         lines += ["", "Example answers (first of each condition and description source):", "",
                   examples_markdown(result)]
     if speed:
@@ -52,6 +57,8 @@ def write_report(cfg, out_dir: Path, metrics: dict[str, float], result, speed: d
         confusion = "confusion.png"
         confusion_png(result, out_dir / confusion)
         report["compliance"] = result.metrics()
+        if result.retention is not None:
+            report["retention"] = result.retention.metrics()
         report["counts"] = result.to_dict()
         lines = [json.dumps({"condition": it.condition, "source": it.source, "prompt": it.prompt,
                              "description": it.description, "answer": answer}) for it, answer in result.answers]
@@ -59,7 +66,8 @@ def write_report(cfg, out_dir: Path, metrics: dict[str, float], result, speed: d
     atomic_write(out_dir / "eval.json", json.dumps(report, indent=1))
     md = eval_markdown(cfg, metrics, result, speed, confusion)
     atomic_write(out_dir / "eval.md", md)
-    tracker.log_metrics(_finite(report.get("compliance", {})), cfg.train.max_steps)
+    tracker.log_metrics(_finite({**report.get("compliance", {}), **report.get("retention", {})}),
+                        cfg.train.max_steps)
     for name in ("eval.md", "eval.json", "confusion.png", "answers.jsonl"):
         if (out_dir / name).is_file():
             tracker.log_artifacts(out_dir / name)

@@ -1,0 +1,79 @@
+"""zhyper eval ifeval: the official rows, the official checkers' metrics, subsets, errors, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zhyper.evaluation import ifeval
+
+ROWS = [
+    {"key": 1, "prompt": "Write about cats.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    {"key": 2, "prompt": "Write about dogs.", "instruction_id_list": ["detectable_format:title", "startend:quotation"],
+     "kwargs": [{}, {}]},
+    {"key": 3, "prompt": "List three fruits.", "instruction_id_list": ["change_case:english_lowercase"],
+     "kwargs": [{"num_words": None}]},
+]
+
+
+def test_official_metrics_prompt_and_instruction_level():
+    good = ["Cats are calm and clean.", '"<<Dogs>>\nDogs are loyal."', "apple banana and pear"]
+    s = ifeval.score(ROWS, good)
+    assert s.metrics()["prompt_strict"] == 1.0 and s.metrics()["instruction_loose"] == 1.0
+    bad = ["Cats, dogs, birds.", "<<Dogs>> are loyal.", "Apple"]  # the twin: each checker can fail
+    s = ifeval.score(ROWS, bad)
+    assert s.prompts == 3 and s.prompt_strict == 0 and s.inst_strict == 1 and s.instructions == 4
+    assert s.per_type["detectable_format:title"] == [1, 1, 1] and s.per_type["startend:quotation"][1] == 0
+
+
+def test_empty_answer_fails_every_instruction_and_subsets_select_rows():
+    s = ifeval.score(ROWS, ["", "", ""])
+    assert s.instructions == 4 and s.inst_loose == 0
+    keep = ifeval.heldout_only(["detectable_format:title", "startend:quotation"])
+    assert ifeval.score(ROWS, ["", "", ""], keep).prompts == 1
+    with pytest.raises(ValueError, match="one per row"):
+        ifeval.score(ROWS, ["x"])
+
+
+def test_instruction_texts_are_the_official_ones():
+    texts = ifeval.instruction_texts(ROWS[1])
+    assert texts[0].startswith("Your answer must contain a title") and "double quotation" in texts[1]
+
+
+def test_load_errors_name_the_file_and_both_ways(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input_data.jsonl"):
+        ifeval.load_prompts(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": 1, "prompt": "x"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing keys \['instruction_id_list', 'kwargs'\]"):
+        ifeval.load_prompts(bad)
+    with pytest.raises(FileNotFoundError, match="--data PATH"):
+        ifeval.load_prompts(None)  # offline here: the hub dataset cannot load
+
+
+def test_official_file_loads_with_limit(shared_data):
+    rows = ifeval.load_prompts(shared_data / "ifeval" / "input_data.jsonl")
+    assert len(rows) == 541
+    assert len(ifeval.load_prompts(shared_data / "ifeval" / "input_data.jsonl", limit=5)) == 5
+    texts = [t for r in rows for t in ifeval.instruction_texts(r)]
+    assert len(texts) == sum(len(r["instruction_id_list"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys):
+    from tests.serving.conftest import make_checkpoint
+    from zhyper.cli import main
+
+    ckpt = make_checkpoint(tmp_path)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "eval"
+    assert main(["eval", "ifeval", "--checkpoint", str(ckpt), "--data", str(data), "--limit", "2",
+                 "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out)]) == 0
+    assert "prompt loose" in capsys.readouterr().out
+    report = json.loads((out / "ifeval.json").read_text())
+    assert set(report["metrics"]) == {"adapters_off/all", "adapters_off/heldout", "zhyper/all", "zhyper/heldout"}
+    assert report["metrics"]["zhyper/all"]["prompts"] == 2
+    answers = [json.loads(line) for line in (out / "answers_zhyper.jsonl").read_text().splitlines()]
+    assert [a["key"] for a in answers] == [1, 2]
