@@ -95,3 +95,28 @@ def generate(model, prompts: Sequence[str] | str, descriptions: Sequence[str] | 
 
     return generate_texts(model.base, model.tokenizer, prompts, descriptions, system=system,
                           description_in_prompt=description_in_prompt, context=modulated, **gen_kwargs)
+
+
+def plain_answers(base_model: str, prompts: Sequence[str], max_new_tokens: int = 96, batch_size: int = 16,
+                  progress: bool = True) -> dict[str, str]:
+    """{prompt: the base model's greedy answer to the plain prompt} (chat template), generated once and cached.
+
+    The cache (``zhyper.data.ifeval.cached_answers``) is keyed by model, revision and token limit.
+    """
+    from zhyper.data.ifeval import cached_answers
+
+    def make(missing: list[str], save) -> None:
+        from tqdm import tqdm
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from zhyper.base_model import resolve_base
+
+        path = resolve_base(base_model)
+        tok = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        for i in tqdm(range(0, len(missing), batch_size), desc="base answers", disable=not progress):
+            chunk = missing[i:i + batch_size]
+            save(dict(zip(chunk, generate_texts(lm, tok, chunk, ["none"] * len(chunk),
+                                                max_new_tokens=max_new_tokens))))
+
+    return cached_answers(base_model, list(prompts), make, max_new_tokens)

@@ -95,7 +95,7 @@ def test_sentence_checker_runs_offline_with_the_shipped_punkt_data():
 @pytest.fixture(scope="module")
 def suite():
     answers = {p: ANSWER.replace("Gardening", p.split()[-1].rstrip("?.")) for p in training_prompts()}
-    return load_ifeval(answers=answers, train_draws=4, heldout_draws=2, per_draw=3)
+    return load_ifeval(answers, train_draws=4, heldout_draws=2, per_draw=3)
 
 
 def test_data_source_rows_pass_their_own_descriptions_checker(suite):
@@ -130,3 +130,28 @@ def test_training_prompts_are_not_ifeval_prompts(shared_data):
     ours = set(training_prompts())
     assert len(ours) >= 300
     assert ours.isdisjoint(official)
+
+
+def test_cached_answers_are_made_once_saved_per_batch_and_read_back(tmp_path, monkeypatch):
+    from zhyper.data.ifeval import cached_answers, read_answers
+
+    monkeypatch.setenv("ZHYPER_CACHE", str(tmp_path))
+    calls = []
+
+    def make(missing, save):
+        calls.append(list(missing))
+        for p in missing:  # one save per "batch": an interrupted run keeps what it made
+            save({p: f"Answer to {p}. Unfinished tail"})
+
+    got = cached_answers("smollm2", ["a", "b"], make, max_new_tokens=7)
+    assert got == {"a": "Answer to a.", "b": "Answer to b."}  # the unfinished sentence is dropped
+    assert cached_answers("smollm2", ["b", "c"], make, max_new_tokens=7)["b"] == "Answer to b."
+    assert calls == [["a", "b"], ["c"]]
+    other = cached_answers("smollm2", ["a"], make, max_new_tokens=8)  # another token limit: another cache
+    assert other and calls[-1] == ["a"]
+    bad = tmp_path / "answers.jsonl"
+    bad.write_text('{"prompt": "a", "answer": "x"}\n{"prompt": "b"}\n')
+    with pytest.raises(ValueError, match=r"answers.jsonl:2: expected a JSON object with 'prompt' and 'answer'"):
+        read_answers(bad)
+    bad.write_text('{"prompt": "a", "answer": "x"}\n')
+    assert read_answers(bad) == {"a": "x"}

@@ -3,7 +3,8 @@
 Contexts are instruction ids of IFEval's official registry (``ifeval_checkers``). Every training
 row has its own description, an official instruction text drawn with ``build_description`` (new
 numbers, keywords and phrases per draw), and a target made from the base model's own answer to
-the plain prompt (generated once, cached on disk by model and prompt: ``base_answers``),
+the plain prompt (generated once and cached on disk by model and prompt: ``cached_answers``, called
+by ``zhyper.generation.plain_answers``),
 reshaped for that draw (``ifeval_transforms``) and kept only if the official checker passes it.
 Prompts are the project's own (``ifeval_prompts.yaml``: 360 task x topic prompts), never IFEval's.
 
@@ -40,7 +41,7 @@ def training_prompts() -> tuple[str, ...]:
     return tuple(t.format(topic=topic) for topic in raw["topics"] for t in raw["templates"])
 
 
-def _complete_sentences(text: str) -> str:
+def complete_sentences(text: str) -> str:
     """Drop a trailing unfinished sentence (generation stopped at the token limit)."""
     text = text.strip()
     cut = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), text.rfind(".\n"))
@@ -63,12 +64,13 @@ def _read_cache(path) -> dict[str, str]:
     return {row["prompt"]: row["answer"] for row in map(json.loads, path.read_text("utf-8").splitlines())}
 
 
-def base_answers(base_model: str, prompts, max_new_tokens: int = 96, batch_size: int = 16,
-                 progress: bool = True) -> dict[str, str]:
-    """{prompt: the base model's greedy answer} (chat template, no description), cached on disk.
+def cached_answers(base_model: str, prompts, make, max_new_tokens: int = 96) -> dict[str, str]:
+    """{prompt: the base model's plain answer}, from the disk cache or made by ``make(missing, save)``.
 
-    The cache file is keyed by (model id, revision, max_new_tokens); missing prompts are generated
-    under a file lock (one process generates, the others wait and read).
+    The cache file is keyed by (model id, revision, max_new_tokens); ``make`` generates the missing
+    prompts' answers and calls ``save({prompt: answer})`` after each batch (an interrupted run keeps
+    what it made). It runs under a file lock: one process generates, the others wait and read.
+    ``zhyper.generation.plain_answers`` is the generating caller.
     """
     from zhyper.io import atomic_write, file_lock
 
@@ -77,32 +79,34 @@ def base_answers(base_model: str, prompts, max_new_tokens: int = 96, batch_size:
         cached = _read_cache(path)
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]
 
-        def save(batch: dict[str, str]) -> None:  # after every batch: an interrupted run keeps what it made
-            cached.update(batch)
+        def save(batch: dict[str, str]) -> None:
+            cached.update({p: complete_sentences(a) for p, a in batch.items()})
             atomic_write(path, "".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in cached.items()))
 
         if missing:
-            _generate(base_model, missing, max_new_tokens, batch_size, progress, save)
+            log.info("generating the base model's answers to %d prompts (once; cached in %s)", len(missing), path)
+            make(missing, save)
     return {p: cached[p] for p in prompts}
 
 
-def _generate(base_model: str, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool,
-              save) -> None:
-    import torch
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def read_answers(path) -> dict[str, str]:
+    """{prompt: answer} from a JSONL of ``{"prompt": ..., "answer": ...}`` rows (errors name the line)."""
+    from pathlib import Path
 
-    from zhyper.base_model import resolve_base
-    from zhyper.generation import generate_texts
-
-    path = resolve_base(base_model)
-    tok = AutoTokenizer.from_pretrained(path)
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    log.info("generating the base model's answers to %d prompts (once; cached)", len(prompts))
-    for i in tqdm(range(0, len(prompts), batch_size), desc="base answers", disable=not progress):
-        chunk = prompts[i:i + batch_size]
-        answers = generate_texts(lm, tok, chunk, ["none"] * len(chunk), max_new_tokens=max_new_tokens)
-        save({p: _complete_sentences(a) for p, a in zip(chunk, answers)})
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.path {path}: no such file; expected a JSONL of {{prompt, answer}} rows")
+    out = {}
+    for i, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["prompt"])] = str(row["answer"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{path}:{i}: expected a JSON object with 'prompt' and 'answer', got {line[:80]!r}") \
+                from None
+    return out
 
 
 @dataclass
@@ -169,12 +173,12 @@ def _rows(instruction_id: str, draws, prompts: list[str], answers: dict[str, str
     return rows
 
 
-def load_ifeval(base_model: str = "smollm2", seed: int = 0, train_draws: int = 24, heldout_draws: int = 8,
-                per_draw: int = 8, validation_prompts: int = 60, heldout_types=HELDOUT_TYPES,
-                answer_tokens: int = 96, answers: dict[str, str] | None = None) -> IFEvalSuite:
+def load_ifeval(answers: dict[str, str], seed: int = 0, train_draws: int = 24, heldout_draws: int = 8,
+                per_draw: int = 8, validation_prompts: int = 60, heldout_types=HELDOUT_TYPES) -> IFEvalSuite:
     """The IFEval data source (see the module docstring); per-type candidate/pass counts are logged.
 
-    ``answers`` ({prompt: plain answer}) replaces the base model's cached answers (tests, other models).
+    ``answers``: {prompt: plain answer} for every ``training_prompts()`` prompt, normally the base
+    model's own (``zhyper.generation.plain_answers``) or a file of them (``read_answers``).
     """
     from datasets import Dataset
 
@@ -188,8 +192,6 @@ def load_ifeval(base_model: str = "smollm2", seed: int = 0, train_draws: int = 2
     rng = random.Random(f"ifeval:{seed}")
     rng.shuffle(prompts)
     val_prompts, train_prompts = prompts[:validation_prompts], prompts[validation_prompts:]
-    if answers is None:
-        answers = base_answers(base_model, prompts, max_new_tokens=answer_tokens)
     missing = [p for p in prompts if not answers.get(p)]
     if missing:
         raise ValueError(f"answers: no plain answer for {len(missing)} prompts, e.g. {missing[0]!r}")

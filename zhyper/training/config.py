@@ -55,7 +55,9 @@ class TinyConfig:
 @dataclass
 class DataConfig:
     source: str = field(default="builtin", metadata={"help": "builtin | ifeval | askx | tasks"})
-    path: str | None = field(default=None, metadata={"help": "data folder for askx / tasks"})
+    path: str | None = field(default=None, metadata={
+        "help": "data folder for askx / tasks; ifeval: optional JSONL of {prompt, answer} plain answers to reshape "
+                "(default: the base model's own answers, generated once and cached)"})
     setting: str = field(default="countries", metadata={"help": "askx seen/unseen setting: countries | regions | "
                                                                  "both (every present culture seen)"})
     data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "tasks: {task: local file}"})

@@ -31,7 +31,12 @@ def load_data(cfg):
     elif cfg.data.source == "ifeval":
         from zhyper.data.ifeval import load_ifeval
 
-        data = load_ifeval(cfg.base_model, seed=cfg.data.seed)
+        from zhyper.data.ifeval import read_answers, training_prompts
+        from zhyper.generation import plain_answers
+
+        answers = (read_answers(cfg.data.path) if cfg.data.path  # default: the base model's own, cached
+                   else plain_answers(cfg.base_model, training_prompts()))
+        data = load_ifeval(answers, seed=cfg.data.seed)
     elif cfg.data.source == "askx":
         data = zdata.load_askx(cfg.data.path, setting=cfg.data.setting, drop_system_message=cfg.data.drop_system_message)
     else:
