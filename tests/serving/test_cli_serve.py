@@ -70,3 +70,50 @@ def test_zhyper_serve_command_answers_over_http(checkpoint):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_sigterm_drains_the_request_in_flight_then_exits_0(checkpoint):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "ZHYPER_API_KEY": "k-env"}
+    proc = subprocess.Popen([sys.executable, "-m", "zhyper", "serve", "--checkpoint", str(checkpoint), "--port",
+                             str(port), "--max-batch", "2", "--drain-timeout", "120"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if http("GET", f"{url}/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready in 180 s"
+            time.sleep(0.5)
+        import openai
+
+        assert http("GET", f"{url}/v1/models")[0] == 401  # the key from ZHYPER_API_KEY is required
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k-env", max_retries=0, timeout=120)
+        stream = client.chat.completions.create(model="zhyper", messages=[{"role": "user", "content": "Story"}],
+                                                max_tokens=150, temperature=0, stream=True,
+                                                extra_body={"ignore_eos": True})
+        chunks = [next(iter(stream))]
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        status, _, raw = http("POST", f"{url}/v1/chat/completions", json.dumps(
+            {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).encode(),
+            {"Authorization": "Bearer k-env"})
+        assert status == 503 and json.loads(raw)["error"]["code"] == "draining"
+        chunks += list(stream)
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+        assert proc.wait(60) == 0
+        log = proc.stdout.read()
+        assert "drained; shutting down" in log and "k-env" not in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -212,3 +212,80 @@ def test_admission_window_ends_when_the_batch_is_full(checkpoint):
         assert time.monotonic() - started < 8 and engine.stats["prefills"] == 1  # the cap, not the 10 s window
     finally:
         server.close()
+
+
+def test_extreme_temperature_fails_nobody_in_its_batch(windowed, reference):
+    url, engine = windowed
+    client = openai_client(url)
+    jobs = [dict(temperature=0)] * 3 + [dict(temperature=1e-45, seed=3), dict(temperature=5e-324, seed=4)]
+    before = engine.stats["prefills"]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # within the 1 s window: one prefill, one batch
+        got = list(pool.map(lambda i: ask(client, PROMPTS[i], DESCRIPTIONS[i], max_tokens=6, **jobs[i])
+                            .choices[0].message.content, range(len(jobs))))
+    assert engine.stats["prefills"] - before == 1
+    alone = [reference.generate([p], [d], max_new_tokens=6)[0] for p, d in zip(PROMPTS[:5], DESCRIPTIONS[:5])]
+    assert got == alone  # the greedy rows as alone; a temperature near 0 samples the argmax, without inf / NaN
+    # the twin: the answers depend on the description, so the equality could fail
+    assert got[0] != reference.generate([PROMPTS[0]], [DESCRIPTIONS[1]], max_new_tokens=6)[0]
+
+
+def test_types_are_as_strict_as_openai(live):
+    url = f"{live[0]}/v1/chat/completions"
+
+    def refused(**kw):
+        status, _, raw = http("POST", url, chat_body(**kw))
+        assert status == 400, (kw, raw)
+        return json.loads(raw)["error"]
+
+    e = refused(temperature=True)
+    assert e["param"] == "temperature" and e["message"] == "temperature: expected a number, got true (a boolean)"
+    assert refused(max_tokens="2")["param"] == "max_tokens"
+    assert refused(top_p=True)["param"] == "top_p"
+    assert refused(stream=1)["param"] == "stream"
+    assert refused(seed=2 ** 70)["param"] == "seed"
+    e = refused(messages=[{"role": "user", "content": None}])
+    assert e["param"] == "messages.0.content" and "null" in e["message"]
+    assert refused(messages=[{"role": "user"}])["param"] == "messages.0.content"
+    # the twins: an integer temperature and a null assistant turn are valid
+    assert http("POST", url, chat_body(temperature=1, seed=1))[0] == 200
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None},
+             {"role": "user", "content": "Again"}]
+    assert http("POST", url, chat_body(messages=turns))[0] == 200
+
+
+@pytest.mark.parametrize("scale, code", [(1e30, "non_finite_output"), (1e40, "non_finite_modulation"),
+                                         (1.0, None)])  # the twin: the same checkpoint unscaled answers
+def test_overflowing_hypernetwork_is_an_error_naming_the_description(checkpoint, scale, code):
+    from zhyper import ZhyperModel
+    from zhyper.generation import generate_texts
+    from zhyper.serving.app import create_app
+    from zhyper.serving.engine import Engine
+
+    model = ZhyperModel.from_pretrained(checkpoint).eval()
+    with torch.no_grad(), model.adapters_off():
+        base = generate_texts(model.base, model.tokenizer, PROMPTS[:3], [""] * 3, max_new_tokens=5)
+    with torch.no_grad():
+        for head in model.hypernet.heads.values():  # finite weights whose output overflows (1e30) or is inf (1e40)
+            head.weight.mul_(scale)
+            head.bias.mul_(scale)
+    server = LiveServer(create_app(Engine(model, max_batch=8, admit_window=1.0), checkpoint="diverged-ckpt"))
+    try:
+        client = openai_client(server.url)
+        description = "Answer in French."
+
+        def one(i):
+            try:
+                return ask(client, PROMPTS[i], description if i == 0 else None, max_tokens=5).choices[0].message.content
+            except openai.InternalServerError as err:
+                return err
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(one, range(3)))
+        err = got[0]
+        assert got[1:] == base[1:]  # the base-model rows of the same batch are answered as alone
+        if code is None:
+            assert isinstance(err, str) and err != ""
+            return
+        assert isinstance(err, openai.InternalServerError) and err.body["code"] == code
+        assert description in err.body["message"] and "diverged-ckpt" in err.body["message"]
+    finally:
+        server.close()

@@ -27,7 +27,7 @@ the whole answer, the finish reason and the token usage, or ``Event("error", mes
 status=...)``.
 
 Fault isolation: a request whose own part fails (its modulation or its logits are not finite, its
-sampling raises) gets its error alone and leaves the batch; the other rows go on with the tokens they
+logits are constant because its activations overflowed, its sampling raises) gets its error alone and leaves the batch; the other rows go on with the tokens they
 would get alone. Sampling is computed in float64 on ``(logits - max) / temperature``, whose largest
 entry is exactly 0, so no temperature > 0 can produce inf or NaN. Only a failed forward fails the
 rows it ran.
@@ -488,9 +488,10 @@ class Engine:
     def _choose(self, logits: torch.Tensor, rows: Sequence[_Row]) -> torch.Tensor:
         """Next token per row: argmax for greedy rows, temperature / top-p sampling for the others.
 
-        A row whose logits are not finite, or whose sampling raises, fails alone (its token is unused).
+        A row whose logits are not finite or constant (every token equally likely: what a final norm
+        gives when the activations overflowed float32), or whose sampling raises, fails alone.
         """
-        finite = torch.isfinite(logits).all(-1).tolist()
+        finite = (torch.isfinite(logits).all(-1) & (logits.amax(-1) > logits.amin(-1))).tolist()
         tokens = logits.argmax(-1)
         for i, row in enumerate(rows):
             if row.finished or row.request.cancelled:
@@ -582,10 +583,12 @@ def _quote(description: str | None, limit: int = 120) -> str:
 
 def _non_finite_output(description: str | None) -> str:
     if description is None:
-        return "the base model's output for this prompt is not finite (NaN or inf); nothing is returned"
-    return (f"the model's output for description {_quote(description)} is not finite (NaN or inf): the "
-            "checkpoint's modulation for it overflows the base model's activations (a diverged or corrupted "
-            "hypernetwork); refused rather than answering with an empty text")
+        return ("the base model's output for this prompt is not finite (NaN or inf) or carries no information "
+                "(every token equally likely); nothing is returned")
+    return (f"the model's output for description {_quote(description)} is not finite (NaN or inf) or carries no "
+            "information (every token equally likely): the checkpoint's modulation for it overflows the base "
+            "model's activations (a diverged or corrupted hypernetwork); refused rather than answering with an "
+            "empty text")
 
 
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
