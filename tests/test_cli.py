@@ -187,3 +187,38 @@ def test_chat_on_the_shipped_smollm2_offline(tmp_path):
                           "What is the capital of France?"], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Paris" in out.stdout  # identity init = the base model's own (sensible) answer
+
+
+@pytest.fixture
+def overflowing(checkpoint, tmp_path):
+    """The checkpoint with its hypernetwork's output MLP scaled by 1e20 per layer: finite weights (saved as such)
+    whose output overflows float32 (two layers: 1e40)."""
+    model = ZhyperModel.from_pretrained(checkpoint[1])  # a copy: the fixture's own model stays as it is
+    with torch.no_grad():
+        for layer in model.hypernet.out.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(1e20)
+    model.save_pretrained(tmp_path / "overflowing")
+    return ZhyperModel.from_pretrained(tmp_path / "overflowing").eval(), tmp_path / "overflowing"
+
+
+def test_overflowing_modulation_is_an_error_naming_description_and_checkpoint(overflowing, checkpoint):
+    model, folder = overflowing
+    with pytest.raises(FloatingPointError, match=rf"hypernetwork of checkpoint {folder.resolve()} gives a modulation "
+                                                 r"holding NaN or inf for description\(s\) \['Be brief\.'\]"):
+        model.modulation_for(["Be brief."], check_finite=True)
+    raw = model.modulation_for(["Be brief."])  # a batch caller (the server) gets the rows and decides per row
+    assert not torch.isfinite(raw if isinstance(raw, torch.Tensor) else torch.cat(list(raw.values()))).all()
+    sane, _ = checkpoint  # the twin: the same check passes on the checkpoint before scaling
+    assert torch.isfinite(sane.modulation_for(["Be brief."], check_finite=True)).all()
+
+
+@pytest.mark.parametrize("command", [["chat", "hi"], ["generate", "--out", "OUT"],
+                                     ["generate", "--format", "zhyper", "--out", "OUT"]])
+def test_chat_and_generate_refuse_an_overflowing_checkpoint(overflowing, tmp_path, capsys, command):
+    _, folder = overflowing
+    argv = [command[0], "--checkpoint", str(folder), "--description", "Be brief.",
+            *[str(tmp_path / "out") if a == "OUT" else a for a in command[1:]]]
+    line = _user_error(argv, capsys)
+    assert "'Be brief.'" in line and "NaN or inf" in line and str(folder.resolve()) in line
+    assert not (tmp_path / "out").exists()

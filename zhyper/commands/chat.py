@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from zhyper.model import ZhyperModel
 
     model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
+    model.modulation_for([args.description], check_finite=True)  # NaN/inf: a clear error, not an empty answer
     answers = model.generate(args.prompts, args.description, system=args.system,
                              max_new_tokens=args.max_new_tokens)
     for prompt, answer in zip(args.prompts, answers):

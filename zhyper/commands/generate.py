@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
     if args.format == "peft":
+        model.modulation_for([args.description], check_finite=True)  # names the description and the checkpoint
         out = model.export_peft(args.description, args.out)
     else:
         from safetensors.torch import save_file
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         from zhyper.pretrained import check_finite, check_output_folder
 
         check_output_folder(model, Path(args.out), "zhyper generate")
-        modulation = model.modulation_for([args.description])
+        modulation = model.modulation_for([args.description], check_finite=True)
         tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)
                    else {f"modulation.{t}": m[0] for t, m in modulation.items()})
         check_finite(tensors, f"zhyper generate: the hypernetwork's output for {args.description!r}")
