@@ -181,17 +181,35 @@ class ZhyperModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def modulation_for(self, descriptions: Sequence[str] | str):
-        """The hypernetwork's modulation for ``descriptions`` (one row each; eval mode, no grad)."""
+    def modulation_for(self, descriptions: Sequence[str] | str, check_finite: bool = False):
+        """The hypernetwork's modulation for ``descriptions`` (one row each; eval mode, no grad).
+
+        ``check_finite=True``: a row holding NaN or inf (a diverged or overflowing hypernetwork) raises
+        ``FloatingPointError`` naming its descriptions and the checkpoint folder, instead of being
+        used silently (an empty or garbage answer); ``zhyper chat`` / ``generate`` ask for it. The
+        default keeps such rows for a batch caller that handles them itself (the server answers each
+        request alone)."""
         if isinstance(descriptions, str):
             descriptions = [descriptions]
         device = next(iter(self.hypernet.parameters())).device
         was_training = self.hypernet.training
         self.hypernet.eval()  # deterministic: no hypernetwork dropout in what is served or exported
         try:
-            return self.hypernet(self.encode_descriptions(descriptions).to(device))
+            out = self.hypernet(self.encode_descriptions(descriptions).to(device))
         finally:
             self.hypernet.train(was_training)
+        if check_finite:
+            parts = [out] if isinstance(out, torch.Tensor) else list(out.values())
+            ok = torch.stack([torch.isfinite(p.detach().reshape(p.shape[0], -1)).all(dim=1) for p in parts]).all(0)
+            if not bool(ok.all()):
+                bad = [d for d, good in zip(descriptions, ok.tolist()) if not good]
+                where = f" of checkpoint {self.checkpoint_folder}" if self.checkpoint_folder is not None else ""
+                raise FloatingPointError(
+                    f"the hypernetwork{where} gives a modulation holding NaN or inf for description(s) "
+                    f"{bad[:3]!r}{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}: it cannot be used for "
+                    "inference (a diverged or overflowing hypernetwork; retrain with a lower train.lr, or check "
+                    "the checkpoint's weights)")
+        return out
 
     @contextmanager
     def adapters_off(self) -> Iterator[None]:
