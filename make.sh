@@ -3,6 +3,8 @@
 #   bash make.sh train [key=value ...]  set up, then train on the embedded defaults (main job)
 #   bash make.sh test [pytest args]     set up, then run the whole test suite (what CI runs)
 #   bash make.sh test-fast              the same without the slow end-to-end tests
+#   bash make.sh train-ifeval [k=v ...] train the IFEval recipe (launch/configs/ifeval.yaml)
+#   bash make.sh eval-ifeval [--data F] IFEval's official prompts and checkers on runs/ifeval/final
 #   bash make.sh bench                  run every benchmark under benchmarks/
 #   bash make.sh setup                  only create/refresh the virtual environment
 set -euo pipefail
@@ -37,6 +39,15 @@ case "$cmd" in
     port="${ZHYPER_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
     exec "$VENV/bin/deepspeed" --num_gpus 2 --master_port "$port" launch/train.py \
       --ds_config launch/configs/zero2.json --config launch/configs/default.yaml "$@" ;;
+  train-ifeval)
+    setup
+    port="${ZHYPER_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+    exec "$VENV/bin/deepspeed" --num_gpus 2 --master_port "$port" launch/train.py \
+      --ds_config launch/configs/zero2.json --config launch/configs/ifeval.yaml "$@" ;;
+  eval-ifeval)
+    # IFEval's 541 prompts, official checkers; --data PATH for a local input_data.jsonl, --limit N for a quick run
+    setup
+    exec "$VENV/bin/zhyper" eval ifeval --checkpoint runs/ifeval/final --out runs/ifeval/ifeval "$@" ;;
   bench)
     setup
     # bf16 at the 4096 shape takes over an hour on CPUs without native bf16: run it by hand if wanted.
@@ -44,5 +55,5 @@ case "$cmd" in
     for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py benchmarks/bench_serve.py; do
       echo "== $b"; "$PY" "$b"
     done ;;
-  *) sed -n '2,8p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

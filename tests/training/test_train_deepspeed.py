@@ -60,7 +60,7 @@ def runs(tmp_path_factory):
 
 
 GENERATE = ["eval.generate=true", "eval.prompts=2", "eval.paraphrases_per_prompt=1", "eval.controls=2",
-            "eval.max_new_tokens=4", "eval.base_prompt=false"]
+            "eval.max_new_tokens=4", "eval.base_prompt=false", "eval.retention=4", "eval.retention_tokens=4"]
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,8 @@ def test_zero3_run_trains_and_reports(zero3):
     assert report["compliance"]["compliance_paraphrase_seen"] >= 0 and (zero3 / "confusion.png").stat().st_size > 0
     md = (zero3 / "eval.md").read_text()
     assert "Gap, unseen rules:" in md and "| **mean, seen** |" in md
+    assert "## Content retention" in md and "| adapters off | " in md  # 4 questions under each of the 24 seen rules
+    assert 0 <= report["retention"]["retention/adapters_off_rate"] <= 1
     for r in (0, 1):
         memory = json.loads((zero3 / f"memory_rank{r}.json").read_text())["peak_rss_bytes"]
         assert 0 < memory["training"] <= memory["end"]
