@@ -99,11 +99,12 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(checkpoint):
         assert http("GET", f"{url}/v1/models")[0] == 401  # the key from ZHYPER_API_KEY is required
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="k-env", max_retries=0, timeout=120)
         stream = client.chat.completions.create(model="zhyper", messages=[{"role": "user", "content": "Story"}],
-                                                max_tokens=150, temperature=0, stream=True,
+                                                max_tokens=900, temperature=0, stream=True,
                                                 extra_body={"ignore_eos": True})
         chunks = [next(iter(stream))]
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        while http("GET", f"{url}/ready")[0] == 200:  # the drain starts (the long stream is still running)
+            time.sleep(0.01)
         status, _, raw = http("POST", f"{url}/v1/chat/completions", json.dumps(
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).encode(),
             {"Authorization": "Bearer k-env"})

@@ -84,7 +84,7 @@ def test_health_ready_and_drain_finish_in_flight_and_refuse_new(checkpoint):
     server = LiveServer(app)
     url, client = server.url, openai_client(server.url)
     assert http("GET", f"{url}/ready")[0] == 200 and http("GET", f"{url}/health")[0] == 200
-    stream = ask(client, "Tell a long story.", max_tokens=120, stream=True, extra_body={"ignore_eos": True})
+    stream = ask(client, "Tell a long story.", max_tokens=900, stream=True, extra_body={"ignore_eos": True})
     chunks = [next(iter(stream))]
     result = {}
     drainer = threading.Thread(target=lambda: result.update(idle=server.drain(timeout=120)))

@@ -129,7 +129,10 @@ def serve(checkpoint: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     # our access log (ops.py) replaces uvicorn's; open streams get 10 s after the drain or a Ctrl-C
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
                             access_log=False)
-    DrainingServer(config, app.state.ops, drain_timeout).run()
+    try:
+        DrainingServer(config, app.state.ops, drain_timeout).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its shutdown; as uvicorn.run, exit normally
+        pass
 
 
 def _draining_server_class():
