@@ -86,14 +86,24 @@ def generate_texts(lm, tokenizer, prompts: Sequence[str] | str, descriptions: Se
 
 
 @torch.no_grad()
-def generate(model, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
-             description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
-    """A ZhyperModel's answers: row i conditioned on descriptions[i] through the hypernetwork."""
+def generate(model, prompts: Sequence[str] | str, descriptions, system: str = "", description_in_prompt: bool = False,
+             weights=None, combine: str = "modulation", check_finite: bool = False, **gen_kwargs) -> list[str]:
+    """A ZhyperModel's answers: row i conditioned on descriptions[i] through the hypernetwork.
 
-    def modulated(descs, k):
-        return modulate(model.base, model.layout, _expand(model.modulation_for(descs), k))
+    An entry of ``descriptions`` is a string or a list of strings, with optional ``weights``
+    (``zhyper.compose``: combined as a weighted sum of modulations, or as one joined text).
+    """
+    from zhyper import compose
 
-    return generate_texts(model.base, model.tokenizer, prompts, descriptions, system=system,
+    prompts = _as_list(prompts, None, "prompts")
+    items = compose.entries(descriptions, weights, len(prompts))
+    compose.check_combine(combine, items, model.config.mode)
+
+    def modulated(_, k):
+        z = compose.modulation(model, [t for t, _ in items], [w for _, w in items], combine, check_finite)
+        return modulate(model.base, model.layout, _expand(z, k))
+
+    return generate_texts(model.base, model.tokenizer, prompts, [compose.as_text(e) for e in items], system=system,
                           description_in_prompt=description_in_prompt, context=modulated, **gen_kwargs)
 
 

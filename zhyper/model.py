@@ -231,13 +231,33 @@ class ZhyperModel(nn.Module):
 
     # ------------------------------------------------------------------ generation and export
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
-                 description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
-        """Answer ``prompts`` (chat template applied), each conditioned on its description; left padding."""
+    def generate(self, prompts: Sequence[str] | str, descriptions, system: str = "", description_in_prompt: bool = False,
+                 weights=None, combine: str = "modulation", **gen_kwargs) -> list[str]:
+        """Answer ``prompts`` (chat template applied), each conditioned on its description; left padding.
+
+        An entry of ``descriptions`` may be a list of descriptions, with ``weights``:
+        ``model.generate(prompts, [[a, b], c], weights=[[0.5, 1.0], [1.0]])`` (``zhyper.compose``).
+        """
         from zhyper.generation import generate
 
         return generate(self, prompts, descriptions, system=system, description_in_prompt=description_in_prompt,
-                        **gen_kwargs)
+                        weights=weights, combine=combine, **gen_kwargs)
+
+    def modulation(self, descriptions, weights=None, combine: str = "modulation", check_finite: bool = False):
+        """The modulation of each entry of ``descriptions`` (a string, or a list combined by ``combine``).
+
+        ``weights`` scale each description's modulation (the strength dial: 0 is the base model, 1 as
+        trained, above 1 stronger); see ``zhyper.compose``.
+        """
+        from zhyper import compose
+
+        return compose.modulation(self, descriptions, weights, combine, check_finite)
+
+    @contextmanager
+    def conditioned(self, modulation) -> Iterator[None]:
+        """Run the base inside the block with ``modulation`` (one row per batch row, or one for all)."""
+        with modulate(self.base, self.layout, modulation):
+            yield
 
     def export_peft(self, description: str, out_dir: str | os.PathLike) -> Path:
         """A standard PEFT LoRA folder whose function is this model's function for ``description``.
