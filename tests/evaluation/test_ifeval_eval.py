@@ -36,6 +36,14 @@ def test_empty_answer_fails_every_instruction_and_subsets_select_rows():
         ifeval.score(ROWS, ["x"])
 
 
+def test_conditions_give_each_prompt_its_descriptions():
+    assert ifeval._descriptions(ROWS, "adapters_off") is None
+    both = ifeval._descriptions(ROWS, "zhyper_sum")
+    assert len(both[1]) == 2 and ifeval._descriptions(ROWS, "first_only")[1] == both[1][:1]
+    with pytest.raises(ValueError, match="conditions: expected some of"):
+        ifeval.evaluate(None, ROWS, ["nope"])
+
+
 def test_instruction_texts_are_the_official_ones():
     texts = ifeval.instruction_texts(ROWS[1])
     assert texts[0].startswith("Your answer must contain a title") and "double quotation" in texts[1]
@@ -73,7 +81,9 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys):
                  "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out)]) == 0
     assert "prompt loose" in capsys.readouterr().out
     report = json.loads((out / "ifeval.json").read_text())
-    assert set(report["metrics"]) == {"adapters_off/all", "adapters_off/heldout", "zhyper/all", "zhyper/heldout"}
+    assert set(report["metrics"]) == {f"{c}/{s}" for c in ("adapters_off", "zhyper")
+                                      for s in ("all", "heldout", "multi")}
+    assert report["metrics"]["zhyper/multi"]["prompts"] == 1
     assert report["metrics"]["zhyper/all"]["prompts"] == 2
     answers = [json.loads(line) for line in (out / "answers_zhyper.jsonl").read_text().splitlines()]
     assert [a["key"] for a in answers] == [1, 2]

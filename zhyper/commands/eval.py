@@ -19,7 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                        "google/IFEval")
     parser.add_argument("--limit", type=option(positive_int, int), help="only the first N prompts (quick runs)")
     parser.add_argument("--conditions", nargs="+", default=["adapters_off", "zhyper"],
-                        choices=["adapters_off", "zhyper"], help="what to answer with (default: both)")
+                        choices=["adapters_off", "zhyper", "zhyper_sum", "first_only"],
+                        help="what to answer with (default: adapters_off zhyper; zhyper_sum combines the "
+                             "instructions' modulations, first_only gives the first instruction alone)")
     parser.add_argument("--max-new-tokens", type=option(positive_int, int), default=256,
                         help="most tokens per answer (default 256)")
     parser.add_argument("--batch-size", type=option(positive_int, int), default=8, help="prompts per batch (default 8)")

@@ -7,10 +7,17 @@ each answer (strict, and loose: also without the first/last line or ``*``). Repo
 IFEval paper: prompt-level accuracy (every instruction of the prompt followed) and
 instruction-level accuracy (over all instructions), strict and loose, and a per-type table.
 
-Conditions (``CONDITIONS``): ``adapters_off`` (the base model: IFEval's standard setting) and
-``zhyper`` (the same prompt, and the prompt's own instruction texts, rebuilt from its ``kwargs``
-with the official ``build_description``, as the description). ``heldout`` is the subset of
-prompts whose instructions are all types the IFEval data source never trains on.
+Conditions (``CONDITIONS``), each on the same prompt as IFEval gives it:
+
+| condition | description(s) given to the hypernetwork |
+|---|---|
+| ``adapters_off`` | none: the base model, IFEval's standard setting |
+| ``zhyper`` | the prompt's instruction texts (rebuilt from its ``kwargs`` with the official ``build_description``) joined into one (``combine="text"``) |
+| ``zhyper_sum`` | each instruction text a description of its own, modulations combined (``combine="modulation"``, weights 1/n) |
+| ``first_only`` | the first instruction's text alone: the single-description baseline for composition |
+
+Subsets: ``all``; ``heldout``, prompts whose instructions are all types the IFEval data source
+never trains on; ``multi``, prompts with two or more instructions.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("adapters_off", "zhyper")
+CONDITIONS = ("adapters_off", "zhyper", "zhyper_sum", "first_only")
+SUBSETS = ("all", "heldout", "multi")
 HUB_NAME = "google/IFEval"
 ROW_KEYS = ("key", "prompt", "instruction_id_list", "kwargs")
 
@@ -175,35 +183,43 @@ def answer_all(answer: AnswerFn, rows: Sequence[dict], descriptions: list[str] |
     return out
 
 
-def zhyper_answerer(model, max_new_tokens: int, adapters: bool) -> AnswerFn:
-    """Greedy answers of a ZhyperModel: with the row's description, or with adapters off."""
+def zhyper_answerer(model, max_new_tokens: int, condition: str) -> AnswerFn:
+    """Greedy answers of a ZhyperModel under one of ``CONDITIONS`` (descriptions: one entry per prompt)."""
     from zhyper.generation import generate_texts
 
     def answer(prompts, descriptions):
-        if adapters:
-            return model.generate(prompts, descriptions, max_new_tokens=max_new_tokens)
-        with model.adapters_off():
-            return generate_texts(model.base, model.tokenizer, prompts, ["none"] * len(prompts),
-                                  max_new_tokens=max_new_tokens)
+        if condition == "adapters_off":
+            with model.adapters_off():
+                return generate_texts(model.base, model.tokenizer, prompts, ["none"] * len(prompts),
+                                      max_new_tokens=max_new_tokens)
+        combine = "modulation" if condition == "zhyper_sum" else "text"
+        return model.generate(prompts, descriptions, combine=combine, max_new_tokens=max_new_tokens)
 
     return answer
 
 
-def evaluate(model, rows: Sequence[dict], conditions: Sequence[str] = CONDITIONS, max_new_tokens: int = 256,
+def _descriptions(rows: Sequence[dict], condition: str) -> list | None:
+    if condition == "adapters_off":
+        return None
+    texts = [instruction_texts(r) for r in rows]
+    return [t[:1] if condition == "first_only" else t for t in texts]
+
+
+def evaluate(model, rows: Sequence[dict], conditions: Sequence[str] = CONDITIONS[:2], max_new_tokens: int = 256,
              batch_size: int = 8, heldout_types: Sequence[str] | None = None, progress: bool = True) -> dict:
-    """{condition: {"answers": [...], "all": Scores, "heldout": Scores}} for a ZhyperModel on IFEval rows."""
+    """{condition: {"answers": [...], subset: Scores for each of SUBSETS}} for a ZhyperModel on IFEval rows."""
     from zhyper.data.ifeval import HELDOUT_TYPES
 
     bad = [c for c in conditions if c not in CONDITIONS]
     if bad or not conditions:
         raise ValueError(f"conditions: expected some of {list(CONDITIONS)}, got {list(conditions)}")
-    texts = [" ".join(instruction_texts(r)) for r in rows]
-    keep = heldout_only(HELDOUT_TYPES if heldout_types is None else heldout_types)
+    keep = {"all": None, "heldout": heldout_only(HELDOUT_TYPES if heldout_types is None else heldout_types),
+            "multi": lambda row: len(row["instruction_id_list"]) >= 2}
     out = {}
     for cond in conditions:
-        fn = zhyper_answerer(model, max_new_tokens, adapters=cond == "zhyper")
-        answers = answer_all(fn, rows, texts if cond == "zhyper" else None, batch_size, cond, progress)
-        out[cond] = {"answers": answers, "all": score(rows, answers), "heldout": score(rows, answers, keep)}
+        fn = zhyper_answerer(model, max_new_tokens, cond)
+        answers = answer_all(fn, rows, _descriptions(rows, cond), batch_size, cond, progress)
+        out[cond] = {"answers": answers, **{name: score(rows, answers, k) for name, k in keep.items()}}
     return out
 
 
@@ -212,7 +228,7 @@ def report(results: dict, rows: Sequence[dict]) -> tuple[str, dict]:
     summary, lines = {}, ["| condition | subset | prompts | prompt strict | prompt loose | instruction strict | "
                           "instruction loose |", "|---|---|---|---|---|---|---|"]
     for cond, res in results.items():
-        for subset in ("all", "heldout"):
+        for subset in SUBSETS:
             s: Scores = res[subset]
             m = s.metrics()
             summary[f"{cond}/{subset}"] = m
