@@ -15,6 +15,11 @@ engine (``build``), then loop: sampler batch -> micro-batches -> forward -> back
 PEFT example on rank 0 (``final``), greedy answers are scored under every condition and control
 (``evaluate``), and eval.md, the confusion heatmap and MLflow get the results (``report``).
 On CPU: gloo, OMP_NUM_THREADS=1, two processes via --num_gpus 2 (see docs/training.md).
+
+Errors in what was given (a config key, a value, a path, a damaged checkpoint) end every rank with one
+line and exit status 2 (the traceback with --verbose). Ctrl-C or SIGTERM ends the MLflow run as
+KILLED, removes the run's record and keeps the last complete checkpoint: the same command with
+--resume continues (docs/training.md, "Failure modes").
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--config", default=None, help="run YAML (launch/configs/*.yaml); defaults if omitted")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="TAG",
                    help="continue from <output_dir>/checkpoints/latest (or the checkpoint TAG, e.g. step200)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an output_dir that holds other files (files of the names a run writes are replaced)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error, not only its message")
     p.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
                    help="set by the deepspeed launcher")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=5e-4 data.k=2")
@@ -40,8 +48,43 @@ def parse_args(argv=None):
     return args
 
 
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from zhyper.training import session
+
+    session.handle_signals()
+    try:
+        return train(args)
+    except BaseException as err:  # noqa: B036 - every way out ends the MLflow run and removes the run's record
+        return ended_early(err, args)
+
+
+def ended_early(err: BaseException, args) -> int:
+    """Clean up after ``err``; a user error or an interrupt becomes one line and an exit status, others re-raise."""
+    from zhyper.training import session
+    from zhyper.training.resume import CheckpointError
+
+    interrupted = isinstance(err, KeyboardInterrupt) or session.signalled() is not None
+    session.abort("KILLED" if interrupted else "FAILED")
+    rank = os.environ.get("RANK", "0")
+    if isinstance(err, SystemExit):
+        raise err
+    if interrupted:
+        if rank == "0":
+            print(f"train.py: interrupted ({session.signalled() or 'KeyboardInterrupt'}): the last complete "
+                  "checkpoint is kept; the same command with --resume continues it", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(err, (ValueError, OSError, CheckpointError, FloatingPointError)) and not args.verbose:
+        print(f"train.py{'' if rank == '0' else f' (rank {rank})'}: error: {err}  (--verbose shows the traceback)",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    raise err
+
+
+def train(args) -> int:
     from zhyper.training.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # config errors surface before anything heavy loads
@@ -52,7 +95,7 @@ def main(argv=None) -> int:
     from zhyper.training.progress import Progress, fresh_state
     from zhyper.training.step import micro_batches, train_step
 
-    s = session.start(cfg, args.resume, args.local_rank)
+    s = session.start(cfg, args.resume, args.local_rank, overwrite=args.overwrite)
     run = prepare_data(cfg, s.rank, s.world, s.device)  # before the base loads (ZeRO-3 would partition the encoder)
     ds = build.resolve_ds_config(args.ds_config, cfg, s.world)
     tokenizer = build.tokenizer_for(cfg)

@@ -224,3 +224,46 @@ def test_save_refuses_the_base_models_folder(tmp_path):
     shutil.rmtree(tmp_path / "elsewhere", ignore_errors=True)
     model.save_pretrained(tmp_path / "elsewhere")  # twin
     assert (tmp_path / "elsewhere" / CONFIG_FILE).is_file()
+
+
+def test_base_fingerprint_mismatch_warns_and_strict_refuses(tmp_path, caplog):
+    """Same architecture and shapes, other weights (another seed): a warning naming the checkpoint; an error
+    with strict_base; the twin (the base it was trained on) loads silently."""
+    from zhyper.pretrained import load_checkpoint
+
+    model, ckpt = saved(tmp_path)
+    fingerprint = json.loads((ckpt / CONFIG_FILE).read_text())["base_model"]["fingerprint"]
+    assert len(fingerprint["sha256"]) == 64 and len(fingerprint["tensors"]) == 3
+    with caplog.at_level("WARNING", logger="zhyper.pretrained"):
+        same = ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama(seed=0))
+    assert not [r for r in caplog.records if "weights differ" in r.getMessage()]
+    torch.testing.assert_close(same.modulation_for(["x"]), model.modulation_for(["x"]))
+    other = tiny_llama(seed=1)
+    with caplog.at_level("WARNING", logger="zhyper.pretrained"):
+        ZhyperModel.from_pretrained(ckpt, base_model=other)
+    (warning,) = [r.getMessage() for r in caplog.records if "weights differ" in r.getMessage()]
+    assert f"checkpoint {ckpt} was trained on a base model whose weights differ" in warning
+    assert "strict_base=True makes this an error" in warning
+    with pytest.raises(ValueError, match=r"weights differ from the one it is loaded on \(same shapes, other values"):
+        load_checkpoint(ZhyperModel, ckpt, base_model=tiny_llama(seed=1), strict_base=True)
+    load_checkpoint(ZhyperModel, ckpt, base_model=tiny_llama(seed=0), strict_base=True)  # the twin
+
+
+def test_fingerprint_is_the_same_in_another_dtype(tmp_path):
+    from zhyper.pretrained import base_fingerprint
+
+    base = tiny_llama(seed=0)
+    fp32 = base_fingerprint(ZhyperModel.from_base(base, small_config()))
+    bf16 = base_fingerprint(ZhyperModel.from_base(tiny_llama(seed=0).to(torch.bfloat16), small_config()))
+    assert fp32 == bf16
+    assert base_fingerprint(ZhyperModel.from_base(tiny_llama(seed=2), small_config())) != fp32
+
+
+def test_a_checkpoint_without_fingerprint_loads_but_strict_says_why(tmp_path):
+    from zhyper.pretrained import load_checkpoint
+
+    _, ckpt = saved(tmp_path)
+    edit_record(ckpt, lambda r: r["base_model"].pop("fingerprint"))
+    ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama(seed=1))  # older checkpoints keep loading
+    with pytest.raises(ValueError, match="records no fingerprint of its base model"):
+        load_checkpoint(ZhyperModel, ckpt, base_model=tiny_llama(seed=1), strict_base=True)

