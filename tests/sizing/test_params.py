@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import tiny_llama
 from tests.model_helpers import small_config
 from zhyper import ZhyperConfig, ZhyperModel, count_parameters
-from zhyper.sizing.known_models import base_config
+from zhyper.bases import base_config
 from zhyper.sizing.params import lora_parameters, parameter_table
 
 

@@ -145,7 +145,7 @@ def test_bundled_smollm2_config_is_the_shipped_models():
     from transformers import AutoConfig
 
     from zhyper.base_model import smollm2_path
-    from zhyper.sizing.known_models import base_config
+    from zhyper.bases import base_config
 
     shipped, bundled = AutoConfig.from_pretrained(smollm2_path()), base_config("smollm2")
     for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

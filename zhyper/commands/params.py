@@ -9,16 +9,16 @@ import argparse
 
 from zhyper.validate import option, positive_int
 
-DEFAULT_ENCODER = {"mistral-7b": "Alibaba-NLP/gte-large-en-v1.5", "smollm2": "all-MiniLM-L6-v2"}
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", choices=("mistral-7b", "smollm2"), default="mistral-7b",
+    from zhyper.bases import BASES, sized_names
+
+    encoders = ", ".join(f"{BASES[n].default_encoder} for {n}" for n in sized_names())
+    parser.add_argument("--base", choices=sized_names(), default="mistral-7b",
                         help="base model (config only; default mistral-7b)")
     parser.add_argument("--rank", type=option(positive_int, int), default=8, help="r (default 8)")
     parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names or all-linear")
-    parser.add_argument("--encoder", help="context encoder (default: gte-large-en-v1.5 for mistral-7b as in the "
-                        "paper, all-MiniLM-L6-v2 for smollm2)")
+    parser.add_argument("--encoder", help=f"context encoder (default: {encoders})")
     parser.add_argument("--context-dim", type=option(positive_int, int), help="encoder output size, for encoders not known by name")
     parser.add_argument("--latent-dim", type=option(positive_int, int), default=128)
     parser.add_argument("--head-in", type=option(positive_int, int), default=512)
@@ -33,15 +33,16 @@ def format_table(rows, title: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from zhyper.config import ZhyperConfig
-    from zhyper.sizing.known_models import KNOWN_BASES, base_config
+    from zhyper.bases import get
     from zhyper.sizing.params import parameter_table
 
+    base = get(args.base, sized=True)
     targets = args.targets if args.targets == "all-linear" else [t for t in args.targets.split(",") if t]
-    encoder = args.encoder or DEFAULT_ENCODER[args.base]
+    encoder = args.encoder or base.default_encoder
     cfg = ZhyperConfig(rank=args.rank, target_modules=targets, encoder=encoder, context_dim=args.context_dim,
                        latent_dim=args.latent_dim, head_in=args.head_in)
-    rows = parameter_table(cfg, base_config(args.base))
-    title = (f"{KNOWN_BASES[args.base]}: r={args.rank}, targets={targets}, encoder={encoder} "
+    rows = parameter_table(cfg, base.hf_config())
+    title = (f"{base.hub_id}: r={args.rank}, targets={targets}, encoder={encoder} "
              f"(d_c={cfg.resolved_context_dim()}), latent={args.latent_dim}, head_in={args.head_in}")
     print(format_table(rows, title))
     return 0

@@ -112,24 +112,24 @@ class ModelSizes:
 
 
 def base_hf_config(cfg):
-    """The HF config of the run's base model: the bundled config of a known base, tiny-llama as the recipe
+    """The HF config of the run's base model: the bundled config of a known base, a random base as the recipe
     builds it, or ``AutoConfig`` of a local path / cached hub id."""
-    from zhyper.sizing.known_models import base_config, known_base_name
+    from zhyper import bases
 
-    name = known_base_name(cfg.base_model)
-    if name is not None:
-        return base_config(name)
+    base = bases.find(cfg.base_model)
+    if base is not None and base.config:
+        return base.hf_config()
     from zhyper.training import build
 
-    if cfg.base_model == "tiny-llama":
+    if base is not None and base.source == "random":
         return build.base_config(cfg, build.tokenizer_for(cfg))
     try:
         return build.base_config(cfg, None)
     except (OSError, ValueError) as err:
-        from zhyper.sizing.known_models import KNOWN_BASES
-
+        random = sorted(b.name for b in bases.BASES.values() if b.source == "random")
+        known = sorted(b.hub_id for b in bases.BASES.values() if b.config)
         raise ValueError(f"base_model {cfg.base_model!r}: its config could not be read ({err}); expected a local "
-                         f"path, a cached hub id, 'tiny-llama' or a known base {sorted(KNOWN_BASES.values())}"
+                         f"path, a cached hub id, {' or '.join(map(repr, random))} or a known base {known}"
                          ) from None
 
 
@@ -144,25 +144,18 @@ def _decoder_layers(hf) -> list:
 
 def model_sizes(cfg, encoder_params: int | None = None) -> ModelSizes:
     """Build the run's model on the meta device and read every count the estimate needs."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    from zhyper.bases import meta_model
     from zhyper.sizing.known_models import KNOWN_ENCODER_PARAMS
 
     hf_config = base_hf_config(cfg)
     if cfg.method == "zhyper" and cfg.model.resolved_context_dim() is None:
         raise ValueError(f"model.encoder {cfg.model.encoder!r} is not a known encoder; set model.context_dim "
                          "(its embedding size) so the hypernetwork can be sized without loading it")
-    with torch.device("meta"):
-        base = AutoModelForCausalLM.from_config(hf_config)
-        if cfg.method == "lora":
-            from zhyper.baselines import LoRABaseline
-
-            model = LoRABaseline.from_base(base, cfg.model)
-        else:
-            from zhyper.model import ZhyperModel
-
-            model = ZhyperModel.from_base(base, cfg.model)
+    if cfg.method == "lora":
+        from zhyper.baselines import LoRABaseline as wrapper
+    else:
+        from zhyper.model import ZhyperModel as wrapper
+    model = meta_model(hf_config, wrap=lambda base: wrapper.from_base(base, cfg.model))
     hf = model.base.get_base_model() if hasattr(model.base, "get_base_model") else model.base
     frozen = [p for p in model.parameters() if not p.requires_grad]
     trained = [p for p in model.parameters() if p.requires_grad]

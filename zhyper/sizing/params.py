@@ -28,12 +28,10 @@ class ParameterCount:
 
 
 def _meta_injected(base_config, config):
-    from transformers import AutoModelForCausalLM
-
+    from zhyper.bases import meta_model
     from zhyper.layers.inject import inject_zlinear
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(base_config)
+    model = meta_model(base_config)
     layout = inject_zlinear(model, config.target_modules, rank=config.rank, mode=config.mode, alpha=config.alpha,
                             rslora=config.rslora)
     return model, layout
