@@ -12,7 +12,8 @@ from tests.model_helpers import perturb, small_config, tiny_chat_base
 from zhyper.serving.app import BackgroundServer as LiveServer  # noqa: F401  (uvicorn in a thread, free port)
 
 CONTEXT_LENGTH = 1024  # the tiny base's max_position_embeddings (long enough for a long-running request)
-OWN_CONTEXTS = {"pirate": ["Talk like a pirate.", "Arr, answer as a sea rover would."]}
+OWN_CONTEXTS = {"pirate": ["Talk like a pirate.", "Arr, answer as a sea rover would."],
+                "formal": ["Answer in a formal, courteous tone."]}
 
 
 def make_checkpoint(folder, mode: str = "diag"):

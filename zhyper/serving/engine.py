@@ -112,17 +112,47 @@ class Event:
 _ids = itertools.count(1)
 
 
+MAX_DESCRIPTIONS = 8  # most descriptions one request may combine
+
+
 @dataclass(eq=False)
 class Request:
-    """One generation: prompt token ids, a description (None: the base model), how to decode, where to report."""
+    """One generation: prompt token ids, a description (None: the base model), how to decode, where to report.
+
+    ``description`` may be a list (tuple) of descriptions, combined as the weighted sum of their
+    modulation rows (``zhyper.compose``: weights default to 1/n; ``weights`` is parallel, one finite
+    number per description). The combination is formed once, at admission, from the cached rows.
+    """
 
     prompt_ids: list[int]
-    description: str | None
+    description: str | tuple[str, ...] | None
     params: SamplingParams
     sink: Callable[[Event], None]
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)  # when it was created (queue wait, admission window)
+    weights: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.description is None or (isinstance(self.description, str) and self.weights is None):
+            if self.weights is not None:
+                raise ValueError("weights: expected None for a request without a description")
+            return
+        from zhyper import compose
+
+        texts = (self.description,) if isinstance(self.description, str) else self.description
+        if not isinstance(texts, (list, tuple)) or not 1 <= len(texts) <= MAX_DESCRIPTIONS:
+            raise ValueError(f"description: expected a string or a list of 1 to {MAX_DESCRIPTIONS} strings, got "
+                             f"{self.description!r}")
+        [(texts, weights)] = compose.entries([list(texts)], None if self.weights is None else [list(self.weights)])
+        self.description, self.weights = tuple(texts), weights
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The descriptions whose modulation rows this request needs (none for the base model)."""
+        if self.description is None:
+            return ()
+        return (self.description,) if isinstance(self.description, str) else self.description
 
     def cancel(self) -> None:
         """Ask the engine to drop this request (it leaves the batch before the next step)."""
@@ -307,27 +337,42 @@ class Engine:
         left = self.max_context - n_prompt if self.max_context is not None else self.default_max_tokens
         return max(1, min(self.default_max_tokens, left))
 
-    def generate(self, prompts: Sequence[str], descriptions: Sequence[str | None], system: str = "",
-                 timeout: float | None = None, **params) -> list[dict]:
+    def generate(self, prompts: Sequence[str], descriptions: Sequence, system: str = "",
+                 timeout: float | None = None, weights: Sequence | None = None, combine: str = "modulation",
+                 **params) -> list[dict]:
         """Library call: answer chat ``prompts`` (one description each; None = base) through the engine.
 
-        All requests are queued at once (so they share batches as HTTP requests would). ``params``
-        are SamplingParams fields (default: greedy, ``default_max_tokens``). Returns one dict per
-        prompt: {text, finish_reason, usage}. Raises RuntimeError if a request failed.
+        A description may be a list of descriptions, with ``weights`` (parallel, None entries allowed)
+        and ``combine`` as in ``ZhyperModel.generate`` (``zhyper.compose``). All requests are queued at
+        once (so they share batches as HTTP requests would). ``params`` are SamplingParams fields
+        (default: greedy, ``default_max_tokens``). Returns one dict per prompt: {text, finish_reason,
+        usage}. Raises RuntimeError if a request failed.
         """
+        from zhyper import compose
         from zhyper.generation import format_prompts
 
-        if len(prompts) != len(descriptions):
-            raise ValueError(f"descriptions: expected one per prompt ({len(prompts)}), got {len(descriptions)}")
+        if len(prompts) != len(descriptions) or (weights is not None and len(weights) != len(prompts)):
+            raise ValueError(f"descriptions / weights: expected one per prompt ({len(prompts)}), got "
+                             f"{len(descriptions)} / {None if weights is None else len(weights)}")
+        weights = [None] * len(prompts) if weights is None else list(weights)
+        if combine not in compose.COMBINE:
+            raise ValueError(f"combine: expected one of {list(compose.COMBINE)}, got {combine!r}")
+        if combine == "text":
+            if any(w is not None for w in weights):
+                raise ValueError("weights: combine='text' joins the descriptions into one sentence; weights apply "
+                                 "to combine='modulation' only")
+            descriptions = [_joined(d) for d in descriptions]
         params.setdefault("temperature", 0.0)
-        texts = format_prompts(self.tokenizer, prompts, [d or "" for d in descriptions], system)
+        texts = format_prompts(self.tokenizer, prompts, [_joined(d) or "" for d in descriptions], system)
         waiters = []
-        for text, description in zip(texts, descriptions):
+        for text, description, w in zip(texts, descriptions, weights):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             sp = SamplingParams(max_tokens=self.resolve_max_tokens(len(ids), params.get("max_tokens")),
                                 **{k: v for k, v in params.items() if k != "max_tokens"})
             waiter = _Waiter()
-            waiters.append((Request(ids, description, sp, waiter), waiter))
+            description = description if description is None or isinstance(description, str) else tuple(description)
+            w = None if w is None else (tuple(w) if isinstance(w, (list, tuple)) else (w,))
+            waiters.append((Request(ids, description, sp, waiter, weights=w), waiter))
         self.submit_many([r for r, _ in waiters])
         return [w.result(timeout) for _, w in waiters]
 
@@ -404,14 +449,35 @@ class Engine:
             out = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
         return out.logits[:, -1, :]
 
+    def _modulation_rows(self, requests: list[Request]) -> list:
+        """One modulation row per request, or ``(message, code, status)`` where its own part fails.
+
+        Every description of the admitted requests goes through the cache in one call (the misses in one
+        encoder + hypernetwork batch); a combined request's row is then the weighted sum of its rows
+        (``compose.weighted``), formed once here, so decoding costs the same as for any row.
+        """
+        flat = [t for r in requests for t in (r.texts or (None,))]
+        cached = iter(self.cache.rows(flat, skip_non_finite=True))
+        out = []
+        for request in requests:
+            mine = [next(cached) for _ in (request.texts or (None,))]
+            bad = [t for t, m in zip(request.texts, mine) if m is None]
+            if bad:
+                out.append((f"the hypernetwork's modulation for description {_quote(bad[0])} holds NaN or inf: this "
+                            "checkpoint cannot serve it (a diverged or corrupted hypernetwork)",
+                            "non_finite_modulation", 500))
+            elif request.weights is None:
+                out.append(mine[0])
+            else:
+                out.append(_combined(request, mine))
+        return out
+
     def _new_rows(self, requests: list[Request]) -> tuple[list[_Row], object]:
         """Rows and their batch modulation; a request whose own part fails is answered alone and left out."""
         rows, mods = [], []
-        for request, mod in zip(requests, self.cache.rows([r.description for r in requests], skip_non_finite=True)):
-            if mod is None:
-                self._fail_request(request, f"the hypernetwork's modulation for description "
-                                   f"{_quote(request.description)} holds NaN or inf: this checkpoint cannot serve "
-                                   "it (a diverged or corrupted hypernetwork)", "non_finite_modulation")
+        for request, mod in zip(requests, self._modulation_rows(requests)):
+            if isinstance(mod, tuple):
+                self._fail_request(request, *mod)
                 continue
             try:
                 rows.append(_Row(request, self.tokenizer, self.device))
@@ -575,9 +641,38 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> torch.Te
     return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[0]
 
 
-def _quote(description: str | None, limit: int = 120) -> str:
+def _combined(request: Request, rows: list):
+    """The weighted sum of a request's description rows (duplicates add their weights, as the library does),
+    or ``(message, code, status)`` when it cannot be formed."""
+    from zhyper import compose
+
+    if not isinstance(rows[0], torch.Tensor):
+        return ("combining descriptions as a weighted sum of modulations needs a diag or square checkpoint; this "
+                "one is full mode: send combine='text'", "invalid_request", 400)
+    unique = list(dict.fromkeys(request.texts))
+    matrix = torch.zeros(1, len(unique), dtype=torch.float64)
+    for text, w in zip(request.texts, request.weights):
+        matrix[0, unique.index(text)] += w
+    stack = cat_rows([rows[request.texts.index(t)] for t in unique])
+    row = compose.weighted(stack, matrix)
+    if not bool(torch.isfinite(row).all()):
+        return (f"the weighted sum of the modulations of {_quote(request.description)} with weights "
+                f"{list(request.weights)} overflows (inf or NaN): use smaller weights", "invalid_weights", 400)
+    return row
+
+
+def _joined(description):
+    """A description, or a list of them as one text (``compose.as_text``); None stays None."""
+    from zhyper import compose
+
+    return description if description is None or isinstance(description, str) else compose.as_text((tuple(description), ()))
+
+
+def _quote(description: str | tuple[str, ...] | None, limit: int = 120) -> str:
     if description is None:
         return "(none: the base model)"
+    if not isinstance(description, str):
+        return "[" + ", ".join(_quote(d, limit) for d in description) + "]"
     return repr(description if len(description) <= limit else description[:limit] + "...")
 
 

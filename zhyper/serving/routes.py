@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request as HTTPRequest  # resolved by FastAPI from this module's globals
 
 from .contexts import PREFIX, NamedContext
-from .engine import Engine, EngineStopped, Event, QueueFull, Request, SamplingParams
+from .engine import MAX_DESCRIPTIONS, Engine, EngineStopped, Event, QueueFull, Request, SamplingParams
 from .limits import LimitChecker
 from .metrics import Metrics
 from .ops import Ops
@@ -86,29 +86,77 @@ def known_models(st: ServerState) -> list[str]:
     return [st.model_name, *(PREFIX + name for name in order)]
 
 
-def unknown_model(st: ServerState, name: str) -> APIError:
+def unknown_model(st: ServerState, name: str, part: str | None = None) -> APIError:
     known = known_models(st)
     shown = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if len(known) > 40 else "")
-    return APIError(404, f"model {name!r} does not exist; known models: {shown}", "invalid_request_error",
-                    "model", "model_not_found")
+    what = f"model {name!r} does not exist" if part is None else f"model {name!r}: no named context {part!r}"
+    return APIError(404, f"{what}; known models: {shown} (several named contexts: zhyper:<a>+<b>)",
+                    "invalid_request_error", "model", "model_not_found")
 
 
-def description_of(st: ServerState, req) -> str | None:
+def descriptions_of(st: ServerState, req) -> str | list[str] | None:
+    """The request's description(s): its ``description``, or those of ``model: zhyper:<a>+<b>`` in order."""
     name = req.model
     if name is None or name == st.model_name:
         return req.description
-    if not name.startswith(PREFIX) or name[len(PREFIX):] not in st.contexts:
+    if not name.startswith(PREFIX):
         raise unknown_model(st, name)
+    names = name[len(PREFIX):].split("+")
+    for part in names:
+        if part not in st.contexts:
+            raise unknown_model(st, name, part if len(names) > 1 else None)
     if req.description is not None:
         raise APIError(400, f"give either a description or a named context (model {name!r}), not both",
                        param="description", code="conflicting_parameters")
-    ctx = st.contexts[name[len(PREFIX):]]
-    if ctx.trained is False:
-        trained = [n for n, c in st.contexts.items() if c.trained]
-        raise APIError(400, f"model {name!r}: a built-in context this checkpoint was not trained on (its "
-                       f"contexts.json lists {trained}); to try it anyway send model {st.model_name!r} with "
-                       f"description {ctx.description!r}", param="model", code="untrained_context")
-    return ctx.description
+    if len(names) > MAX_DESCRIPTIONS:
+        raise APIError(400, f"model {name!r}: {len(names)} named contexts; this server combines at most "
+                       f"{MAX_DESCRIPTIONS} per request", param="model", code="too_many_descriptions")
+    for part in names:
+        ctx = st.contexts[part]
+        if ctx.trained is False:
+            trained = [n for n, c in st.contexts.items() if c.trained]
+            raise APIError(400, f"model {name!r}: {part!r} is a built-in context this checkpoint was not trained on "
+                           f"(its contexts.json lists {trained}); to try it anyway send model {st.model_name!r} with "
+                           f"description {ctx.description!r}", param="model", code="untrained_context")
+    found = [st.contexts[part].description for part in names]
+    return found[0] if len(found) == 1 else found
+
+
+def conditioning(st: ServerState, req) -> tuple[str | tuple[str, ...] | None, tuple[float, ...] | None]:
+    """(description, weights) of the engine Request: one text, or several combined (``zhyper.compose``).
+
+    ``combine="text"`` joins the descriptions into one text, cached like any description; otherwise a
+    lone description without weights is served as today, and anything else as a weighted sum of rows.
+    """
+    from zhyper import compose
+
+    found, weights, combine = descriptions_of(st, req), req.description_weights, req.combine or "modulation"
+    if found is None:
+        for field_name in ("description_weights", "combine"):
+            if getattr(req, field_name) is not None:
+                raise APIError(400, f"{field_name}: applies to a description or a named context; this request has "
+                               "neither (the base model)", param=field_name, code="invalid_value")
+        return None, None
+    texts = [found] if isinstance(found, str) else list(found)
+    if weights is not None and len(weights) != len(texts):
+        raise APIError(400, f"description_weights: expected {len(texts)} number(s), one per description in order, "
+                       f"got {len(weights)}", param="description_weights", code="invalid_value")
+    [item] = compose.entries([texts], None if weights is None else [weights])
+    try:
+        compose.check_combine(combine, [item], st.engine.model.config.mode)
+    except ValueError as exc:
+        message = str(exc)
+        param = "description_weights" if message.startswith("weights") else "combine"
+        raise APIError(400, message.replace("weights:", "description_weights:", 1), param=param,
+                       code="invalid_value") from None
+    if combine == "text":
+        texts = [compose.as_text(item)]
+    for text in texts:
+        if text not in st.engine.cache:
+            st.limits.check_description(text)
+    if len(texts) == 1 and (weights is None or combine == "text"):
+        return texts[0], None
+    return tuple(texts), item[1]
 
 
 def install_chat_route(app, st: ServerState) -> None:
@@ -154,9 +202,7 @@ async def _prepare(st: ServerState, http: HTTPRequest):
         raise APIError(400, f"malformed JSON body: {exc}; expected a JSON object with 'messages'",
                        code="invalid_json") from None
     req = parse_request(data)
-    description = description_of(st, req)
-    if description is not None and description not in st.engine.cache:
-        st.limits.check_description(description)
+    description, weights = conditioning(st, req)
     try:
         prompt_ids = st.engine.encode_chat(req.chat())
     except Exception as exc:  # the chat template rejects the conversation (e.g. role order)
@@ -180,7 +226,7 @@ async def _prepare(st: ServerState, http: HTTPRequest):
         if req.stream or event.kind != "text":
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-    return req, Request(prompt_ids, description, params, sink), events
+    return req, Request(prompt_ids, description, params, sink, weights=weights), events
 
 
 def _engine_error(st: ServerState, event: Event) -> APIError:

@@ -11,13 +11,16 @@ bodies are plain dicts in OpenAI's shapes (``completion``, ``chunk``, ``error_bo
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .engine import SEED_MAX, SEED_MIN
+from zhyper.compose import COMBINE
+
+from .engine import MAX_DESCRIPTIONS, SEED_MAX, SEED_MIN
 
 ROLES = ("system", "developer", "user", "assistant")
 
@@ -85,7 +88,9 @@ class ChatCompletionRequest(BaseModel):
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    description: str | None = None
+    description: str | list[str] | None = None
+    description_weights: list[float] | None = None
+    combine: str | None = None
     max_tokens: int | None = _strict()
     max_completion_tokens: int | None = _strict()
     temperature: float | None = _strict(ge=0.0, le=2.0)
@@ -108,11 +113,42 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError(f"expected an integer >= 1, got {v}")
         return v
 
-    @field_validator("description")
+    @field_validator("description", mode="before")
     @classmethod
     def _description(cls, v):
-        if v is not None and not v.strip():
-            raise ValueError("expected a non-empty description, or null / absent for the base model")
+        if v is None:
+            return v
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("expected a non-empty description, or null / absent for the base model")
+            return v
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"expected a string or a non-empty list of strings (at most {MAX_DESCRIPTIONS}), got "
+                             f"{_json(v)}")
+        if len(v) > MAX_DESCRIPTIONS:
+            raise ValueError(f"{len(v)} descriptions; this server combines at most {MAX_DESCRIPTIONS} per request")
+        for i, d in enumerate(v):
+            if not isinstance(d, str) or not d.strip():
+                raise ValueError(f"item {i}: expected a non-empty string, got {_json(d)}")
+        return v
+
+    @field_validator("description_weights", mode="before")
+    @classmethod
+    def _weights(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"expected a list of numbers, one per description, got {_json(v)}")
+        for i, w in enumerate(v):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise ValueError(f"item {i}: expected a finite number, got {_json(w)}")
+        return [float(w) for w in v]
+
+    @field_validator("combine", mode="before")
+    @classmethod
+    def _combine(cls, v):
+        if v is not None and v not in COMBINE:
+            raise ValueError(f"expected one of {list(COMBINE)}, got {_json(v)}")
         return v
 
     @field_validator("stop")
