@@ -178,3 +178,18 @@ def test_export_and_merge_refuse_non_finite_tensors(tmp_path, where):
     with pytest.raises(ValueError, match=rf"merge: .*{message}"):
         model.merge(GERMAN, tmp_path / "merged")
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "merged").exists()
+
+
+def test_merge_refuses_a_merged_weight_that_overflows_its_dtype(tmp_path):
+    """PEFT merges; a W + ΔW that is not representable in the base's fp16 is named, nothing is written."""
+    model = perturb(ZhyperModel.from_base(tiny_llama().to(torch.float16), small_config())).eval()
+    layer = model.base.get_submodule("model.layers.0.self_attn.q_proj")
+    with torch.no_grad():
+        layer.lora_B.fill_(1e6)  # finite fp32 factors, ΔW far above fp16's 65504
+    with pytest.raises(ValueError, match=r"merge: the merged weight model\.layers\.0\.self_attn\.q_proj\.weight has "
+                                         r"\d+ non-finite values in torch\.float16 \(W \+ ΔW overflows\)"):
+        model.merge(GERMAN, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    with torch.no_grad():
+        layer.lora_B.fill_(1e-2)  # twin: a representable update merges
+    assert model.merge(GERMAN).model.layers[0].self_attn.q_proj.weight.dtype == torch.float16
