@@ -259,8 +259,10 @@ class ZhyperModel(nn.Module):
         with modulate(self.base, self.layout, modulation):
             yield
 
-    def export_peft(self, description: str, out_dir: str | os.PathLike) -> Path:
+    def export_peft(self, description, out_dir: str | os.PathLike, weights=None, combine: str = "modulation") -> Path:
         """A standard PEFT LoRA folder whose function is this model's function for ``description``.
+
+        ``description`` may be a list of descriptions combined with ``weights`` / ``combine``.
 
         Other files in ``out_dir`` are kept. Refused before anything is written: a NaN/inf in the
         trained tensors or the modulation (named), and the checkpoint or base folder this model was
@@ -268,7 +270,7 @@ class ZhyperModel(nn.Module):
         """
         from zhyper.export import export_peft
 
-        return export_peft(self, description, out_dir)
+        return export_peft(self, description, out_dir, weights, combine)
 
     def merge(self, description: str, out_dir: str | os.PathLike | None = None) -> nn.Module:
         """A plain HF model with the adapter for ``description`` merged (saved to ``out_dir`` if given).

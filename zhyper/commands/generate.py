@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 
+from zhyper.commands._common import add_description_arguments, add_model_arguments, description_entry
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
-    parser.add_argument("--description", required=True, help="the context description, e.g. 'Answer like a German.'")
+    add_model_arguments(parser)
+    add_description_arguments(parser)
     parser.add_argument("--out", required=True,
                         help="output folder (its files written atomically; other files there are kept)")
     parser.add_argument("--format", choices=("peft", "zhyper"), default="peft")
-    parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,10 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     from zhyper.model import ZhyperModel
 
+    entry, weights = description_entry(args)
     model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
+    # check_finite: a NaN/inf modulation is refused, naming the description and the checkpoint
+    modulation = model.modulation([entry], None if weights is None else [weights], args.combine, check_finite=True)
     if args.format == "peft":
-        model.modulation_for([args.description], check_finite=True)  # names the description and the checkpoint
-        out = model.export_peft(args.description, args.out)
+        out = model.export_peft(entry, args.out, weights, args.combine)
     else:
         from safetensors.torch import save_file
 
@@ -47,14 +50,13 @@ def run(args: argparse.Namespace) -> int:
         from zhyper.pretrained import check_finite, check_output_folder
 
         check_output_folder(model, Path(args.out), "zhyper generate")
-        modulation = model.modulation_for([args.description], check_finite=True)
         tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)
                    else {f"modulation.{t}": m[0] for t, m in modulation.items()})
-        check_finite(tensors, f"zhyper generate: the hypernetwork's output for {args.description!r}")
+        check_finite(tensors, f"zhyper generate: the hypernetwork's output for {entry!r}")
         with atomic_folder(args.out) as tmp:
             save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()},
                       str(tmp / "modulation.safetensors"))
-            (tmp / "description.txt").write_text(args.description + "\n")
+            (tmp / "description.txt").write_text("\n".join(args.description) + "\n")
         out = Path(args.out)
     print(out)
     return 0
