@@ -26,6 +26,7 @@ COMMANDS = {
     "base-model": "convert the shipped SmolLM2-135M-Instruct GGUF into a cached HF folder and print its path",
     "plan": "per-rank memory and computed step time of a run before it starts: does it fit, what to change",
     "serve": "OpenAI-compatible HTTP server: each request brings its own description, batched together",
+    "train": "run the DeepSpeed recipe (launch/train.py) through the real deepspeed launcher, as `bash make.sh train`",
     "eval": "score a checkpoint on a benchmark with its official checkers (ifeval: IFEval's 541 prompts)",
 }
 EXIT_USER_ERROR = 2  # as argparse's usage errors
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     from zhyper import __version__
 
     parser = argparse.ArgumentParser(prog="zhyper", description="Zhyper: factorized hypernetworks for "
-                                     "conditioned LLM fine-tuning. Train with `deepspeed launch/train.py`.")
+                                     "conditioned LLM fine-tuning. Train with `zhyper train` (the deepspeed launcher on "
+                                     "launch/train.py).")
     parser.add_argument("--version", action="version", version=f"zhyper {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
