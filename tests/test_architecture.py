@@ -197,3 +197,53 @@ def test_twin_a_file_off_the_map_a_stale_entry_and_a_missing_arrow_fail(small_pa
         "docs/design.md map: entry 'gone.py' of floor 'hyper' matches no file under zhyper/",
         "docs/design.md map: floor 'hyper' imports ['layers'] but the map says → []; update the map (or the imports)",
     ]
+
+
+# ------------------------------------------------------------------------------------- long functions
+MAX_FUNCTION_LINES = 60
+SCANNED = ("zhyper", "launch", "tools", "benchmarks")  # everything but tests/
+# Over the limit in files being changed by others right now; to split there. A stale entry (split, renamed or
+# gone) fails too, so the list only shrinks.
+LONG_FUNCTIONS_ALLOWED = {
+    "launch/train.py:train",
+    "benchmarks/bench_model.py:main",
+    "benchmarks/bench_zlinear.py:make_peers",
+}
+
+
+def long_functions(root: Path, folders=SCANNED, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """{"path:function": lines} of every function (methods and nested ones too) longer than ``limit`` lines."""
+    found = {}
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > limit:
+                        found[f"{path.relative_to(root).as_posix()}:{node.name}"] = n
+    return found
+
+
+def long_function_problems(found: dict[str, int], allowed: set[str]) -> list[str]:
+    return ([f"{name}:{n} lines (> {MAX_FUNCTION_LINES}): split it" for name, n in sorted(found.items())
+             if name not in allowed]
+            + [f"{name}: allowed as long but no longer is: remove it from LONG_FUNCTIONS_ALLOWED"
+               for name in sorted(allowed - set(found))])
+
+
+def test_no_function_over_60_lines():
+    assert long_function_problems(long_functions(REPO), LONG_FUNCTIONS_ALLOWED) == []
+
+
+def test_twin_a_long_function_is_named_with_its_length(tmp_path):
+    pkg = tmp_path / "zhyper"
+    pkg.mkdir()
+    body = "\n".join(f"        x{i} = {i}" for i in range(60))
+    (pkg / "a.py").write_text(f"def short():\n    return 1\n\n\nclass C:\n    def long(self):\n{body}\n")
+    found = long_functions(tmp_path, folders=("zhyper",))
+    assert found == {"zhyper/a.py:long": 61}
+    assert long_function_problems(found, set()) == ["zhyper/a.py:long:61 lines (> 60): split it"]
+    assert long_function_problems(found, {"zhyper/a.py:long"}) == []
+    assert long_function_problems({}, {"zhyper/a.py:long"}) == [
+        "zhyper/a.py:long: allowed as long but no longer is: remove it from LONG_FUNCTIONS_ALLOWED"]

@@ -324,6 +324,18 @@ def _check_model_type(folder: Path, base_info: dict, model_type: str | None, bas
                          "was trained on")
 
 
+def _check_tensors(folder: Path, weights: Path, tensors: dict, expected: dict) -> None:
+    """The checkpoint's tensors are exactly the model's trained ones, of their shapes, and finite."""
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ValueError(f"checkpoint {folder}: tensors missing {missing[:4]}, unexpected {extra[:4]}")
+    for name, target in expected.items():
+        if tuple(tensors[name].shape) != tuple(target.shape):
+            raise ValueError(f"checkpoint {folder}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                             f"the model expects {tuple(target.shape)}")
+    check_finite(tensors, f"checkpoint {weights}")
+
+
 def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None, tokenizer=None,
                     strict_base: bool = False):
     """Rebuild a ZhyperModel from ``folder``; the base is ``base_model`` or the recorded id.
@@ -374,14 +386,7 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
     check_base_fingerprint(folder, record, model, strict=strict_base)
     tensors = load_file(str(weights))
     expected = model.trainable_state_dict()
-    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(f"checkpoint {folder}: tensors missing {missing[:4]}, unexpected {extra[:4]}")
-    for name, target in expected.items():
-        if tuple(tensors[name].shape) != tuple(target.shape):
-            raise ValueError(f"checkpoint {folder}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                             f"the model expects {tuple(target.shape)}")
-    check_finite(tensors, f"checkpoint {weights}")
+    _check_tensors(folder, weights, tensors, expected)
     with torch.no_grad():
         for name, target in expected.items():
             target.copy_(tensors[name])

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .base import ContextData, positional_split, split_descriptions
+from .base import ContextData, split_descriptions, split_labels
 from .metadata import DecodeCount, TaskSpec, csv_rows, read_yaml
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,59 @@ def _csv_path(spec: TaskSpec, root: Path, csv_dir: Path | None) -> Path | None:
     return None
 
 
+def _checked_setting(root: Path, setting) -> AskXSetting:
+    """The setting, with every culture it names present under ``root/cultures``."""
+    if not (root / "cultures").is_dir():
+        raise ValueError(f"root: expected an AskX folder with a 'cultures' subfolder, got {str(root)!r}")
+    st = _resolve_setting(root, setting)
+    known = sorted(p.parent.name for p in (root / "cultures").glob("*/metadata.yaml"))
+    unknown = [c for c in (*st.seen, *st.unseen) if c not in known]
+    if unknown:
+        raise ValueError(f"setting: cultures {unknown} are not in {root / 'cultures'}; known cultures: {known}")
+    return st
+
+
+def _culture_rows(path: Path, spec: TaskSpec, culture: str, include_body: bool):
+    """(good rows as (question, answer, row, line), skipped (line, why), the table) of one culture's CSV."""
+    table = read_csv(path)
+    needed = ["submission_title", spec.response_field] + (["submission_text"] if include_body else [])
+    absent = [c for c in needed if c not in table.header]
+    if absent:
+        raise ValueError(f"{path}: no column {absent[0]!r} (culture {culture!r} needs {needed}); columns of the "
+                         f"file: {table.header}")
+    spec.check_columns([*table.header, "question"], str(path))
+    good, bad = [], list(table.skipped)
+    for row, line in zip(table.rows, table.lines):
+        question = row["submission_title"].strip()
+        body = row.get("submission_text", "").strip()
+        if include_body and body:
+            question = f"{question}\n\n{body}"
+        answer = row[spec.response_field].strip()
+        if not question or not answer:
+            bad.append((line, "empty question" if not question else f"empty {spec.response_field}"))
+            continue
+        good.append((question, answer, {**row, "question": question}, line))
+    if bad:
+        shown = "; ".join(f"line {ln}: {why}" for ln, why in sorted(bad)[:3])
+        logger.warning("%s: skipped %d of %d rows (%s%s)", path, len(bad), len(bad) + len(good), shown,
+                       "; ..." if len(bad) > 3 else "")
+    if not good:
+        raise ValueError(f"{path}: culture {culture!r} has no usable row ({len(bad)} skipped: "
+                         f"{'; '.join(f'line {ln}: {why}' for ln, why in sorted(bad)[:3]) or 'no data rows'})")
+    return good, bad, table
+
+
+def _culture_descriptions(st: AskXSetting, culture: str, spec: TaskSpec, heldout_fraction: float,
+                          seed: int) -> tuple[list[str] | None, list[str]]:
+    """(training descriptions, or None for an unseen culture; held-out descriptions) of one culture."""
+    evals = list(st.eval_descriptions.get(culture, ()))
+    if culture in st.unseen:
+        return None, list(dict.fromkeys([*evals, *spec.descriptions]))
+    if evals:
+        return [d for d in dict.fromkeys(spec.descriptions) if d not in set(evals)], evals
+    return split_descriptions(spec.descriptions, heldout_fraction, seed, culture, source=spec.source)
+
+
 def load_askx(root: str | Path, setting: str | Path | AskXSetting = "countries", csv_dir: str | Path | None = None,
               include_body: bool = False, drop_system_message: bool = False, heldout_fraction: float = 0.1,
               seed: int = 0) -> AskXData:
@@ -164,13 +217,7 @@ def load_askx(root: str | Path, setting: str | Path | AskXSetting = "countries",
     from datasets import Dataset
 
     root = Path(root)
-    if not (root / "cultures").is_dir():
-        raise ValueError(f"root: expected an AskX folder with a 'cultures' subfolder, got {str(root)!r}")
-    st = _resolve_setting(root, setting)
-    known = sorted(p.parent.name for p in (root / "cultures").glob("*/metadata.yaml"))
-    unknown = [c for c in (*st.seen, *st.unseen) if c not in known]
-    if unknown:
-        raise ValueError(f"setting: cultures {unknown} are not in {root / 'cultures'}; known cultures: {known}")
+    st = _checked_setting(root, setting)
     cols: dict[str, list] = {k: [] for k in ("context", "culture", "question", "answer", "prompt", "response", "split",
                                              "system")}
     descriptions, heldout, skipped, missing, present, decode = {}, {}, {}, [], set(), {}
@@ -180,55 +227,21 @@ def load_askx(root: str | Path, setting: str | Path | AskXSetting = "countries",
         if path is None:
             missing.append(culture)
             continue
-        table = read_csv(path)
-        needed = ["submission_title", spec.response_field] + (["submission_text"] if include_body else [])
-        absent = [c for c in needed if c not in table.header]
-        if absent:
-            raise ValueError(f"{path}: no column {absent[0]!r} (culture {culture!r} needs {needed}); columns of the "
-                             f"file: {table.header}")
-        spec.check_columns([*table.header, "question"], str(path))
-        good, bad = [], list(table.skipped)
-        for row, line in zip(table.rows, table.lines):
-            question = row["submission_title"].strip()
-            body = row.get("submission_text", "").strip()
-            if include_body and body:
-                question = f"{question}\n\n{body}"
-            answer = row[spec.response_field].strip()
-            if not question or not answer:
-                bad.append((line, "empty question" if not question else f"empty {spec.response_field}"))
-                continue
-            good.append((question, answer, {**row, "question": question}, line))
+        good, bad, table = _culture_rows(path, spec, culture, include_body)
         n_bad = skipped[path.name] = len(bad)
         if table.decode.bad_bytes:
             decode[path.name] = table.decode.bad_bytes
-        if bad:
-            shown = "; ".join(f"line {ln}: {why}" for ln, why in sorted(bad)[:3])
-            logger.warning("%s: skipped %d of %d rows (%s%s)", path, len(bad), len(bad) + len(good), shown,
-                           "; ..." if len(bad) > 3 else "")
-        if not good:
-            raise ValueError(f"{path}: culture {culture!r} has no usable row ({len(bad)} skipped: "
-                             f"{'; '.join(f'line {ln}: {why}' for ln, why in sorted(bad)[:3]) or 'no data rows'})")
-        if culture in st.unseen:
-            good = good[:st.max_unseen_examples] if st.max_unseen_examples is not None else good
-            splits = ["unseen"] * len(good)
-        else:
-            cut = positional_split(len(good), st.train_fraction)
-            splits = ["train"] * cut + ["validation"] * (len(good) - cut)
+        splits = split_labels(len(good), culture in st.unseen, st.train_fraction, st.max_unseen_examples)
+        good = good[:len(splits)]
         system = "" if drop_system_message else spec.system_message
         for (question, answer, row, line), split in zip(good, splits):
             prompt = spec.prompt(row, where=f"{path} line {line}")
             for k, v in zip(cols, (culture, culture, question, answer, prompt, answer, split, system)):
                 cols[k].append(v)
         present.add(culture)
-        evals = list(st.eval_descriptions.get(culture, ()))
-        if culture in st.unseen:
-            heldout[culture] = list(dict.fromkeys([*evals, *spec.descriptions]))
-        elif evals:
-            descriptions[culture] = [d for d in dict.fromkeys(spec.descriptions) if d not in set(evals)]
-            heldout[culture] = evals
-        else:
-            descriptions[culture], heldout[culture] = split_descriptions(spec.descriptions, heldout_fraction, seed,
-                                                                         culture, source=spec.source)
+        train_descriptions, heldout[culture] = _culture_descriptions(st, culture, spec, heldout_fraction, seed)
+        if train_descriptions is not None:
+            descriptions[culture] = train_descriptions
         logger.info("AskX %s: %d rows from %s (%d skipped)", culture, len(good), path.name, n_bad)
     if missing:
         logger.info("AskX: cultures with descriptions but no CSV: %s", missing)

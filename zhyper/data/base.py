@@ -129,3 +129,12 @@ def positional_split(n: int, train_fraction: float) -> int:
     """Rows [0, cut) train, [cut, n) validation, as HF's ``train[:90%]`` / ``train[90%:]`` (rounded)."""
     return int(round(n * train_fraction))
 
+
+def split_labels(n: int, unseen: bool, train_fraction: float, max_unseen_examples: int | None = None) -> list[str]:
+    """The split of each of a context's ``n`` rows: an unseen context's first ``max_unseen_examples`` (all when
+    None) are "unseen" (the caller keeps only those), a seen one is cut positionally into train / validation."""
+    if unseen:
+        return ["unseen"] * (n if max_unseen_examples is None else min(n, max_unseen_examples))
+    cut = positional_split(n, train_fraction)
+    return ["train"] * cut + ["validation"] * (n - cut)
+

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .base import ContextData, positional_split, split_descriptions
+from .base import ContextData, split_descriptions, split_labels
 from .metadata import DecodeCount, RowError, TaskSpec, csv_rows, utf8_lines
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,50 @@ def _slice(records: list, spec: TaskSpec) -> list:
     return [r for part in parts for r in records[part.from_:part.to]]
 
 
+def _check_arguments(root: Path, data_files, unseen, train_fraction: float) -> None:
+    if not root.is_dir():
+        raise ValueError(f"root: task folder {str(root)!r} does not exist")
+    if not data_files:
+        raise ValueError("data_files: expected at least one {task: file} entry, got none")
+    unknown_unseen = sorted(set(unseen) - set(data_files))
+    if unknown_unseen:
+        raise ValueError(f"unseen: tasks {unknown_unseen} have no entry in data_files ({sorted(data_files)})")
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction: expected a value in (0, 1], got {train_fraction}")
+
+
+def _task_spec(root: Path, task: str) -> TaskSpec:
+    meta_path = root / task / "metadata.yaml"
+    if not meta_path.is_file():
+        available = sorted(p.parent.name for p in root.glob("*/metadata.yaml"))
+        raise ValueError(f"data_files: task {task!r} has no {meta_path}; tasks under {root}: {available[:20]}")
+    return TaskSpec.from_file(meta_path)
+
+
+def _task_rows(task: str, spec: TaskSpec, paths: list[str], records, skip_bad_rows: bool,
+               skipped: Counter) -> tuple[list[str], list[str]]:
+    """(prompts, responses) of one task's records; a bad row is a ValueError, or counted in ``skipped``."""
+    prompts, responses, n_skipped = [], [], 0
+    for file, where, row in _slice(records, spec):
+        try:
+            if isinstance(row, RowError):
+                raise row
+            prompt, response = spec.prompt(row, where=where), spec.response(row, where=where)
+        except RowError as err:
+            if not skip_bad_rows:
+                raise ValueError(f"{err} (task {task!r}; pass skip_bad_rows=True to skip and count such "
+                                 "rows)") from None
+            skipped[file] += 1
+            n_skipped += 1
+            logger.warning("task %s: skipped %s", task, err)
+            continue
+        prompts.append(prompt)
+        responses.append(response)
+    if not prompts:
+        raise ValueError(f"data_files[{task!r}]: no usable rows in {paths} ({n_skipped} skipped)")
+    return prompts, responses
+
+
 def load_tasks(root: str | Path, data_files: Mapping[str, str | Path | Sequence[str | Path]],
                unseen: Sequence[str] = (), heldout_fraction: float = 0.1, train_fraction: float = 0.9,
                max_unseen_examples: int | None = None, seed: int = 0, skip_bad_rows: bool = False) -> TaskData:
@@ -197,58 +241,26 @@ def load_tasks(root: str | Path, data_files: Mapping[str, str | Path | Sequence[
     from datasets import Dataset, concatenate_datasets
 
     root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"root: task folder {str(root)!r} does not exist")
-    if not data_files:
-        raise ValueError("data_files: expected at least one {task: file} entry, got none")
-    unknown_unseen = sorted(set(unseen) - set(data_files))
-    if unknown_unseen:
-        raise ValueError(f"unseen: tasks {unknown_unseen} have no entry in data_files ({sorted(data_files)})")
-    if not 0.0 < train_fraction <= 1.0:
-        raise ValueError(f"train_fraction: expected a value in (0, 1], got {train_fraction}")
+    _check_arguments(root, data_files, unseen, train_fraction)
     parts, descriptions, heldout = [], {}, {}
     skipped: Counter = Counter()
     decode: dict[str, int] = {}
     for task, files in data_files.items():
-        meta_path = root / task / "metadata.yaml"
-        if not meta_path.is_file():
-            available = sorted(p.parent.name for p in root.glob("*/metadata.yaml"))
-            raise ValueError(f"data_files: task {task!r} has no {meta_path}; tasks under {root}: {available[:20]}")
-        spec = TaskSpec.from_file(meta_path)
+        spec = _task_spec(root, task)
         paths = _resolve(task, files, root / task)
         records, columns = read_records(paths, decode)
         if not records:
             raise ValueError(f"data_files[{task!r}]: no rows in {paths}")
         spec.check_columns(columns, ", ".join(paths))
-        prompts, responses, n_skipped = [], [], 0
-        for file, where, row in _slice(records, spec):
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                prompt, response = spec.prompt(row, where=where), spec.response(row, where=where)
-            except RowError as err:
-                if not skip_bad_rows:
-                    raise ValueError(f"{err} (task {task!r}; pass skip_bad_rows=True to skip and count such "
-                                     "rows)") from None
-                skipped[file] += 1
-                n_skipped += 1
-                logger.warning("task %s: skipped %s", task, err)
-                continue
-            prompts.append(prompt)
-            responses.append(response)
-        if not prompts:
-            raise ValueError(f"data_files[{task!r}]: no usable rows in {paths} ({n_skipped} skipped)")
+        prompts, responses = _task_rows(task, spec, paths, records, skip_bad_rows, skipped)
         is_unseen = task in unseen
+        splits = split_labels(len(prompts), is_unseen, train_fraction, max_unseen_examples)
+        prompts, responses = prompts[:len(splits)], responses[:len(splits)]
         if is_unseen:
-            if max_unseen_examples is not None:
-                prompts, responses = prompts[:max_unseen_examples], responses[:max_unseen_examples]
-            splits = ["unseen"] * len(prompts)
             heldout[task] = list(spec.descriptions)
         else:
-            cut = positional_split(len(prompts), train_fraction)
-            splits = ["train"] * cut + ["validation"] * (len(prompts) - cut)
             descriptions[task], heldout[task] = split_descriptions(spec.descriptions, heldout_fraction, seed, task,
-                                                                   source=str(meta_path))
+                                                                   source=str(root / task / "metadata.yaml"))
         parts.append(Dataset.from_dict({
             "context": [task] * len(prompts),
             "prompt": prompts,

@@ -441,6 +441,31 @@ def _timing(sizes: ModelSizes, s: Setting, flops: float | None, inter_node: floa
     return Timing(per_token, tokens_rank * s.world, compute, comm, throughput, inter_node, intra_node)
 
 
+def _working_lines(sizes: ModelSizes, s: Setting, add) -> tuple[int, int]:
+    """``add`` the activations, logits, encoder and runtime lines; (activation bytes without, with checkpointing)."""
+    c, cpu = s.c, s.device == "cpu"
+    heap = CPU_HEAP_FACTOR if cpu else 1.0  # the CPU's RSS also keeps freed intermediates (see CPU_HEAP_FACTOR)
+    heap_note = f" x {CPU_HEAP_FACTOR:g} (CPU heap)" if cpu else ""
+    act_off = int(heap * activation_bytes(sizes, c, s.micro_batch, s.seq, False))
+    act_on = int(heap * activation_bytes(sizes, c, s.micro_batch, s.seq, True))
+    add(f"activations (checkpointing {'on' if s.checkpointing else 'off'})", act_on if s.checkpointing else act_off,
+        f"{s.micro_batch} x {s.seq} tokens, {sizes.n_layers} layers{heap_note}; "
+        f"{'off' if s.checkpointing else 'on'}: {act_off / GIB if s.checkpointing else act_on / GIB:.2f} GiB")
+    add("logits + loss", heap * logits_bytes(sizes, c, s.micro_batch, s.seq),
+        f"b·t·V x ({c} + 12) B, V = {sizes.vocab:,}{heap_note}")
+    if sizes.encoder_params is not None:
+        add("sentence encoder (fp32, runs on the CPU)", 4 * sizes.encoder_params,
+            f"{sizes.encoder}: {sizes.encoder_params:,} x 4 B", on_host=True)
+    else:
+        add("sentence encoder (unknown size: not counted)", 0, f"{sizes.encoder}: pass --encoder-params", on_host=True)
+    if cpu:
+        add("runtime (measured: Python, torch, DeepSpeed, data)", CPU_RUNTIME_BYTES[s.stage],
+            "peak RSS of a rank without a model (zhyper.sizing.runtime)")
+    else:
+        add("runtime (assumed: CUDA context, cuBLAS, NCCL)", CUDA_RUNTIME_BYTES, "not measured (no GPU here)")
+    return act_off, act_on
+
+
 def estimate(sizes: ModelSizes, s: Setting, flops: float | None = None,
              inter_node: float = ASSUMED_INTER_NODE_BYTES_PER_S,
              intra_node: float = ASSUMED_INTRA_NODE_BYTES_PER_S) -> Estimate:
@@ -482,23 +507,5 @@ def estimate(sizes: ModelSizes, s: Setting, flops: float | None = None,
     add("optimizer (AdamW m, v" + master + ")", st["optimizer"],
         f"{8 + (4 if master else 0)} B x {sizes.trained_params:,}" + (f" / {n}" if s.stage >= 1 else ""),
         s.offload_optimizer)
-    heap = CPU_HEAP_FACTOR if cpu else 1.0  # the CPU's RSS also keeps freed intermediates (see CPU_HEAP_FACTOR)
-    heap_note = f" x {CPU_HEAP_FACTOR:g} (CPU heap)" if cpu else ""
-    act_off = int(heap * activation_bytes(sizes, c, s.micro_batch, s.seq, False))
-    act_on = int(heap * activation_bytes(sizes, c, s.micro_batch, s.seq, True))
-    add(f"activations (checkpointing {'on' if s.checkpointing else 'off'})", act_on if s.checkpointing else act_off,
-        f"{s.micro_batch} x {s.seq} tokens, {sizes.n_layers} layers{heap_note}; "
-        f"{'off' if s.checkpointing else 'on'}: {act_off / GIB if s.checkpointing else act_on / GIB:.2f} GiB")
-    add("logits + loss", heap * logits_bytes(sizes, c, s.micro_batch, s.seq),
-        f"b·t·V x ({c} + 12) B, V = {sizes.vocab:,}{heap_note}")
-    if sizes.encoder_params is not None:
-        add("sentence encoder (fp32, runs on the CPU)", 4 * sizes.encoder_params,
-            f"{sizes.encoder}: {sizes.encoder_params:,} x 4 B", on_host=True)
-    else:
-        add("sentence encoder (unknown size: not counted)", 0, f"{sizes.encoder}: pass --encoder-params", on_host=True)
-    if cpu:
-        add("runtime (measured: Python, torch, DeepSpeed, data)", CPU_RUNTIME_BYTES[s.stage],
-            "peak RSS of a rank without a model (zhyper.sizing.runtime)")
-    else:
-        add("runtime (assumed: CUDA context, cuBLAS, NCCL)", CUDA_RUNTIME_BYTES, "not measured (no GPU here)")
+    act_off, act_on = _working_lines(sizes, s, add)
     return Estimate(sizes, s, tuple(lines), act_off, act_on, _timing(sizes, s, flops, inter_node, intra_node))
