@@ -183,3 +183,24 @@ def test_full_mode_refuses_the_sum_and_joins_the_text(tmp_path):
         assert joined != ask(client, P[0], [B, A], combine="text") or joined != ask(client, P[0], A)
     finally:
         server.close()
+
+
+def test_engine_library_call_and_request_checks(live, reference):
+    from zhyper.serving.engine import Request, SamplingParams
+
+    engine = live[1]
+    out = engine.generate([P[0], P[1], P[2]], [[A, B], C, [A, C]], weights=[[0.2, 1.0], None, None], max_tokens=N)
+    assert [o["text"] for o in out] == [lib(reference, P[0], [A, B], weights=[[0.2, 1.0]]), lib(reference, P[1], C),
+                                        lib(reference, P[2], [A, C])]
+    text = engine.generate([P[0]], [[A, B]], combine="text", max_tokens=N)[0]["text"]
+    assert text == lib(reference, P[0], f"{A} {B}") != out[0]["text"]
+    sp, sink = SamplingParams(max_tokens=1), lambda event: None
+    with pytest.raises(ValueError, match="without a description"):
+        Request([1], None, sp, sink, weights=(1.0,))
+    with pytest.raises(ValueError, match="1 to 8"):
+        Request([1], ("a",) * 9, sp, sink)
+    with pytest.raises(ValueError, match=r"expected 2 number\(s\)"):
+        Request([1], ("a", "b"), sp, sink, weights=(1.0,))
+    with pytest.raises(ValueError, match="finite"):
+        Request([1], ("a", "b"), sp, sink, weights=(1.0, float("inf")))
+    assert Request([1], ("a", "b"), sp, sink).weights == (0.5, 0.5)

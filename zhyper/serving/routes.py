@@ -4,6 +4,10 @@
 encoder's window are loaded, the engine runs, the server is not draining); ``/metrics`` is
 Prometheus text. ``/v1/models`` lists the served model and the named contexts with ``trained``
 (true, false, or null when the checkpoint does not say; see ``contexts.context_table``).
+
+A request may combine descriptions (``description`` a list, ``description_weights``, ``combine``, or
+``model: zhyper:<a>+<b>``): ``conditioning`` validates them and hands the engine one text or a tuple of
+texts with weights, whose rows the engine sums at admission (``zhyper.compose``).
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ def descriptions_of(st: ServerState, req) -> str | list[str] | None:
                        param="description", code="conflicting_parameters")
     if len(names) > MAX_DESCRIPTIONS:
         raise APIError(400, f"model {name!r}: {len(names)} named contexts; this server combines at most "
-                       f"{MAX_DESCRIPTIONS} per request", param="model", code="too_many_descriptions")
+                       f"{MAX_DESCRIPTIONS} per request", param="model", code="invalid_value")
     for part in names:
         ctx = st.contexts[part]
         if ctx.trained is False:
