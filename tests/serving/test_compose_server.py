@@ -40,6 +40,9 @@ def test_two_descriptions_equal_the_library_sum(client, reference):
     assert got == lib(reference, P[0], [A, B])
     # twin: the combination is neither description alone
     assert got != lib(reference, P[0], A) or got != lib(reference, P[0], B)
+    stream = client.chat.completions.create(model="zhyper", messages=[{"role": "user", "content": P[0]}],
+                                            temperature=0, max_tokens=N, stream=True, extra_body={"description": [A, B]})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == got
     weighted = ask(client, P[0], [A, B], description_weights=[0.2, 1.5])
     assert weighted == lib(reference, P[0], [A, B], weights=[[0.2, 1.5]])
     assert weighted != got  # twin: the weights change the answer
