@@ -86,7 +86,7 @@ class Progress:
 
         tag = latest_tag(self.session.ckpt_dir)
         where = f"the last complete checkpoint is {tag}: continue with --resume" if tag else "no checkpoint was written"
-        self.tracker.finish(status, note=f"{status.lower()} after step {len(self.losses)}; {where}")
+        self.tracker.finish(status, note=f"{status.lower()} after step {len(self.losses)}; {where}", flush_timeout=3)
 
     def stopped(self, step: int) -> None:
         """``train.stop_after``: the run ends here with a checkpoint; ``--resume`` continues it (and its MLflow run,

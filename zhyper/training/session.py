@@ -39,7 +39,9 @@ LOCK_FILE = ".zhyper-run.lock"
 HOLDER_FILE = ".zhyper-run.json"
 _LAUNCHERS = ("deepspeed", "torchrun", "torch.distributed.run", "mpirun")
 _ABORT_HOOKS: list = []
+_ABORT_LOCK = threading.Lock()  # the main thread and the watchdog may both clean up: one does, the other waits
 _SIGNALLED: list[str] = []
+_STOPPING: list[bool] = []  # set once the run is ending: further SIGINT/SIGTERM are ignored
 
 
 class Interrupted(KeyboardInterrupt):
@@ -56,15 +58,21 @@ def abort(status: str) -> None:
     Further SIGINT/SIGTERM (the launcher sends SIGTERM right after Ctrl-C) are ignored meanwhile."""
     import signal
 
+    _STOPPING.append(True)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-    while _ABORT_HOOKS:
-        hook = _ABORT_HOOKS.pop()
-        try:
-            hook(status)
-        except Exception as err:  # cleanup is best effort: the run is ending anyway
-            log.warning("cleanup after the interrupted run failed: %s: %s", type(err).__name__, err)
+    if not _ABORT_LOCK.acquire(timeout=20):  # another thread's cleanup hangs: give up, the process is ending
+        return
+    try:
+        while _ABORT_HOOKS:
+            hook = _ABORT_HOOKS.pop()
+            try:
+                hook(status)
+            except Exception as err:  # cleanup is best effort: the run is ending anyway
+                log.warning("cleanup after the interrupted run failed: %s: %s", type(err).__name__, err)
+    finally:
+        _ABORT_LOCK.release()
 
 
 def signalled() -> str | None:
@@ -79,6 +87,8 @@ def handle_signals() -> None:
 
     def stop(signum, frame):
         name = signal.Signals(signum).name
+        if _SIGNALLED or _STOPPING:  # already stopping (the launcher sends SIGTERM right after Ctrl-C's SIGINT)
+            return
         _SIGNALLED.append(name)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt(name)
@@ -150,7 +160,7 @@ def lock_output_dir(out_dir: Path):
     from filelock import FileLock, Timeout
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out_dir / LOCK_FILE), timeout=0)
+    lock = FileLock(str(out_dir / LOCK_FILE), timeout=0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
@@ -172,7 +182,7 @@ def lock_output_dir(out_dir: Path):
 def release_lock(out_dir: Path, lock) -> None:
     """Remove the run's record, then release the lock (the empty lock file stays: deleting a lock file
     another process may have opened would let two runs hold "the" lock at once)."""
-    if lock.is_locked:
+    if lock.is_locked:  # the lock is not thread-local: the watchdog's cleanup thread sees it too
         (out_dir / HOLDER_FILE).unlink(missing_ok=True)
         lock.release()
 
@@ -241,7 +251,7 @@ def watch_launcher(pids: list[int], interval: float = 1.0) -> threading.Thread |
                     log.error("the launcher (PID %d) is gone; this rank stops", p.pid)
                     cleanup = threading.Thread(target=abort, args=("KILLED",), daemon=True)
                     cleanup.start()
-                    cleanup.join(10)  # MLflow and the run's record; never wait long for an orphan
+                    cleanup.join(15)  # MLflow and the run's record; never wait long for an orphan
                     logging.shutdown()
                     os._exit(143)
 

@@ -82,14 +82,22 @@ class Tracker:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def finish(self, status: str = "FINISHED", note: str | None = None) -> None:
-        """End the MLflow run with ``status`` (FINISHED, KILLED, FAILED) once; ``note``: tag ``zhyper.ended``."""
+    def finish(self, status: str = "FINISHED", note: str | None = None, flush_timeout: float | None = None) -> None:
+        """End the MLflow run with ``status`` (FINISHED, KILLED, FAILED) once; ``note``: tag ``zhyper.ended``.
+
+        ``flush_timeout``: wait at most that long for queued metrics (an interrupted run must end its
+        MLflow run before the launcher's grace period is over; a few last metrics may be lost)."""
         if not self.active or self._finished:
             return
         self._finished = True
-        try:
+        if flush_timeout is None:
             self.flush()
-        finally:  # even when queued metrics cannot be sent, the run must not stay RUNNING
-            if note:
-                self.client.set_tag(self.run_id, "zhyper.ended", note)
-            self.client.set_terminated(self.run_id, status=status)
+        else:
+            import threading
+
+            flusher = threading.Thread(target=self.flush, name="zhyper-mlflow-flush", daemon=True)
+            flusher.start()
+            flusher.join(flush_timeout)
+        if note:
+            self.client.set_tag(self.run_id, "zhyper.ended", note)
+        self.client.set_terminated(self.run_id, status=status)
