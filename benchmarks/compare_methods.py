@@ -136,8 +136,17 @@ def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
             "hypernetwork. The recipe's ablation (docs/training.md) also ran multi-task LoRA on all-linear "
             "targets with the description in the prompt, without the null context and augmentation: paraphrase "
             "compliance 0.76 ± 0.08, but every random description gave lower-case answers (random control excess 1.00).\n")
-    atomic_write(path, text)
+    atomic_write(path, text + _kept_sections(path))
     atomic_write(path.with_suffix(".json"), json.dumps(rows, indent=1, default=str))
+
+
+KEEP_MARKER = "<!-- the sections below are not written by compare_methods.py: it keeps them -->"
+
+
+def _kept_sections(path: Path) -> str:
+    """What follows ``KEEP_MARKER`` in the existing document (other results, e.g. IFEval), with the marker."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    return "\n" + old[old.index(KEEP_MARKER):] if KEEP_MARKER in old else ""
     print(text)
 
 
