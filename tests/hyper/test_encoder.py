@@ -85,3 +85,21 @@ def test_cache_is_bounded_and_results_survive_eviction(monkeypatch):
     assert first.shape == (5, 384) and len(encoder_module._CACHE) == 3
     torch.testing.assert_close(enc.encode(texts[:1]), first[:1])  # evicted, encoded again: the same vector
     assert not torch.equal(first[0], first[1])
+
+
+def test_a_description_past_the_window_is_named_in_a_warning(caplog):
+    import logging
+
+    from zhyper.hyper.encoder import ContextEncoder
+
+    enc = ContextEncoder()
+    long = "Please read this preamble carefully. " * 80 + "Then answer in capital letters."
+    other = "Please read this preamble carefully. " * 80 + "Then answer in lower case."
+    with caplog.at_level(logging.WARNING, logger="zhyper.hyper.encoder"):
+        a, b = enc.encode([long, other])
+    assert torch.equal(a, b)  # what the warning is about: the endings are not read
+    assert "reads only the first 256" in caplog.text and "Please read this preamble" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zhyper.hyper.encoder"):
+        enc.encode(["Answer in capital letters, please."])  # twin: a short description warns nothing
+    assert "reads only" not in caplog.text

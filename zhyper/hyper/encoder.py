@@ -115,6 +115,7 @@ class ContextEncoder:
                     found[t] = hit
         todo = sorted(set(texts) - set(found))
         if todo:
+            self._warn_truncated(todo)
             with torch.no_grad():
                 emb = self.model.encode(todo, batch_size=self.batch_size, convert_to_tensor=True,
                                         show_progress_bar=False)
@@ -123,6 +124,19 @@ class ContextEncoder:
                 for t, e in zip(todo, emb):
                     found[t] = _CACHE[(self.id, t)] = e.clone()
         return torch.stack([found[t] for t in texts])
+
+    def _warn_truncated(self, texts: Sequence[str]) -> None:
+        """Log a warning for each description longer than the encoder's window (the rest is not read)."""
+        model = self.model
+        window = getattr(model, "max_seq_length", None)
+        if not window:
+            return
+        counts = model.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        for text, ids in zip(texts, counts):
+            if len(ids) > window:
+                logger.warning("description %r is %d tokens; the sentence encoder %s reads only the first %d, so "
+                               "what follows changes nothing (shorten it, or put the instruction first)",
+                               text[:60] + ("…" if len(text) > 60 else ""), len(ids), self.name, window)
 
     def __repr__(self) -> str:
         return f"ContextEncoder({self.id!r})"
