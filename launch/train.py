@@ -139,7 +139,8 @@ def train(args) -> int:
     if cfg.debug_outputs:  # what the engine tests compare: each rank's share, the live engine's logits
         final.write_debug_outputs(engine, run, collator, s)
     tensors = final.gather_trained(engine)  # a collective: every rank takes part
-    paths = final.write_final(cfg, tokenizer, tensors, s.out_dir, run.data) if s.master else {}
+    fingerprint = final.base_fingerprint(engine)  # a collective too (ZeRO-3 gathers three base tensors)
+    paths = final.write_final(cfg, tokenizer, tensors, s.out_dir, run.data, fingerprint) if s.master else {}
     compliance = evaluate.compliance(engine, run, cfg, s.rank, s.world, progress=s.master)
     if s.master:
         md = report.write_report(cfg, s.out_dir, metrics, compliance, speed, progress.tracker, paths)

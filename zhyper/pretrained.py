@@ -185,16 +185,21 @@ def check_output_folder(model, out_dir: str | os.PathLike, action: str, allow_ch
 FINGERPRINT_VALUES = 4096  # leading values hashed of each fingerprinted tensor
 
 
+def fingerprint_tensors(model) -> list:
+    """(name, parameter) of the base's first, middle and last frozen tensors, sorted by name."""
+    frozen = sorted(((n, p) for n, p in model.base.named_parameters() if not p.requires_grad), key=lambda t: t[0])
+    return [frozen[0], frozen[len(frozen) // 2], frozen[-1]] if frozen else []
+
+
 def base_fingerprint(model) -> dict | None:
     """A fingerprint of the frozen base's weights: the names of its first, middle and last frozen tensors
     (sorted by name) and a SHA-256 of their shapes and leading values, rounded to bfloat16 (the same for
     a base loaded in fp32, fp16 or bf16). None when the weights are not materialised (meta device)."""
     import hashlib
 
-    frozen = sorted((n, p) for n, p in model.base.named_parameters() if not p.requires_grad)
-    if not frozen or any(p.is_meta for _, p in frozen):
+    picked = fingerprint_tensors(model)
+    if not picked or any(p.is_meta for _, p in picked):
         return None
-    picked = [frozen[0], frozen[len(frozen) // 2], frozen[-1]]
     h = hashlib.sha256()
     for name, p in picked:
         values = p.detach().reshape(-1)[:FINGERPRINT_VALUES].to("cpu", torch.bfloat16).view(torch.int16)

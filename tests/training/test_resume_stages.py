@@ -90,3 +90,28 @@ def test_real_zero2_optimizer_state_loads_and_one_more_class_is_refused(stage_ru
     with pytest.raises(CheckpointError, match=r"refusing to load .*: it holds the Python object argparse\.Namespace, "
                                               r"outside zhyper.s allow-list"):
         loader.load(str(other), "cpu")
+
+
+def test_final_checkpoint_records_the_bases_fingerprint(stage_runs, caplog):
+    """The trained checkpoint (written from a weightless base) records the live base's fingerprint: the same base,
+    rebuilt, loads under strict_base; one with other weights of the same shapes is refused (the twin)."""
+    from tests.training.test_train_deepspeed import CONFIGS
+    from zhyper import ZhyperModel
+    from zhyper.pretrained import CONFIG_FILE, load_checkpoint
+    from zhyper.training.build import build_base, tokenizer_for
+    from zhyper.training.config import load_config
+
+    ds, whole, _ = stage_runs
+    import json
+
+    recorded = json.loads((whole / "final" / CONFIG_FILE).read_text())["base_model"]["fingerprint"]
+    assert recorded and len(recorded["sha256"]) == 64, recorded
+    cfg = load_config(str(CONFIGS / "cpu-tiny.yaml"))
+    base, _ = build_base(cfg, {}, tokenizer_for(cfg))
+    load_checkpoint(ZhyperModel, whole / "final", base_model=base, strict_base=True)
+    other, _ = build_base(cfg, {}, tokenizer_for(cfg))
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    with pytest.raises(ValueError, match="weights differ from the one it is loaded on"):
+        load_checkpoint(ZhyperModel, whole / "final", base_model=other, strict_base=True)

@@ -39,12 +39,34 @@ def gather_trained(engine) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_final(cfg, tokenizer, tensors: dict[str, torch.Tensor], out_dir: Path, data) -> dict[str, Path]:
-    """Rank 0: ``<out>/final`` (zhyper checkpoint, or the LoRA adapter) and ``<out>/peft_example``."""
+def base_fingerprint(engine) -> dict | None:
+    """The fingerprint of the live engine's frozen base (``zhyper.pretrained.base_fingerprint``), for the checkpoint
+    that ``write_final`` builds on a weightless base. Under ZeRO-3 the three tensors are gathered first: a
+    collective, call it on every rank. None for a model without a hypernetwork (the LoRA baseline)."""
+    import deepspeed
+
+    from zhyper.pretrained import base_fingerprint as fingerprint
+    from zhyper.pretrained import fingerprint_tensors
+
+    module = engine.module
+    if getattr(module, "hypernet", None) is None:
+        return None
+    params = [p for _, p in fingerprint_tensors(module)]
+    if any(hasattr(p, "ds_id") for p in params):  # partitioned (ZeRO-3)
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return fingerprint(module)
+    return fingerprint(module)
+
+
+def write_final(cfg, tokenizer, tensors: dict[str, torch.Tensor], out_dir: Path, data,
+                fingerprint: dict | None = None) -> dict[str, Path]:
+    """Rank 0: ``<out>/final`` (zhyper checkpoint, or the LoRA adapter) and ``<out>/peft_example``;
+    ``fingerprint``: the base's (``base_fingerprint``), recorded in the checkpoint."""
     from zhyper.io import atomic_write
     from zhyper.training.build import meta_model
 
     model = meta_model(cfg, tokenizer, tensors)
+    model.base_fingerprint = fingerprint
     final_dir = model.save_pretrained(out_dir / FINAL)
     paths = {"checkpoint": final_dir}
     if cfg.method == "zhyper":
