@@ -89,7 +89,7 @@ def train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)  # config errors surface before anything heavy loads
     from zhyper.data import ChatCollator
-    from zhyper.training import build, evaluate, final, report, resume, session
+    from zhyper.training import build, evaluate, final, resume, session
     from zhyper.training.data import prepare_data
     from zhyper.training.objective import add_neftune_noise
     from zhyper.training.progress import Progress, fresh_state
@@ -138,6 +138,14 @@ def train(args) -> int:
     metrics = evaluate_losses(cfg.train.max_steps)
     if cfg.debug_outputs:  # what the engine tests compare: each rank's share, the live engine's logits
         final.write_debug_outputs(engine, run, collator, s)
+    finish(cfg, s, engine, run, tokenizer, progress, metrics, speed)
+    return 0
+
+
+def finish(cfg, s, engine, run, tokenizer, progress, metrics: dict, speed: dict) -> None:
+    """The end of a run: gather and write the checkpoint (rank 0), score the answers, write the report."""
+    from zhyper.training import evaluate, final, report
+
     tensors = final.gather_trained(engine)  # a collective: every rank takes part
     fingerprint = final.base_fingerprint(engine)  # a collective too (ZeRO-3 gathers three base tensors)
     paths = final.write_final(cfg, tokenizer, tensors, s.out_dir, run.data, fingerprint) if s.master else {}
@@ -149,7 +157,6 @@ def train(args) -> int:
               + f"\nMLflow: {progress.tracker.tracking_uri} (run {progress.tracker.run_id})"
               f"\nevaluation: {(s.out_dir / 'eval.md').resolve()}")
     s.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def _refused(argv, capsys, message):
     assert "Traceback" not in err
 
 
-PLAN = ["plan", "--config", "launch/configs/mistral7b-multinode.yaml", "--ds_config", "launch/configs/ds_zero3_mistral7b.json"]
+PLAN = ["plan", "--config", "launch/configs/mistral7b-multinode.yaml",
+        "--ds_config", "launch/configs/ds_zero3_mistral7b.json"]
 
 
 @pytest.mark.parametrize("option, value, expected", [

@@ -114,6 +114,10 @@ with torch.no_grad():
                    context_embeddings=probe['context_embeddings']).logits
 print(float((logits - probe['logits']).abs().max()), float(probe['logits'].abs().max()))
 assert 'deepspeed' not in sys.modules, 'loading a checkpoint must not need DeepSpeed'
+# the base's fingerprint, taken from the partitioned ZeRO-3 base (gathered), matches the rebuilt base
+from zhyper.pretrained import load_checkpoint
+load_checkpoint(ZhyperModel, {str(zero3 / 'final')!r}, base_model=build_base(cfg, {{}}, tokenizer_for(cfg))[0],
+                strict_base=True)
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(zero3), capture_output=True, text=True,
                           timeout=300)

@@ -19,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=option(positive_int, int), default=8, help="r (default 8)")
     parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names or all-linear")
     parser.add_argument("--encoder", help=f"context encoder (default: {encoders})")
-    parser.add_argument("--context-dim", type=option(positive_int, int), help="encoder output size, for encoders not known by name")
+    parser.add_argument("--context-dim", type=option(positive_int, int),
+                        help="encoder output size, for encoders not known by name")
     parser.add_argument("--latent-dim", type=option(positive_int, int), default=128)
     parser.add_argument("--head-in", type=option(positive_int, int), default=512)
 

@@ -38,9 +38,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--inputs", help="real layer inputs: a .safetensors file with a (N, d) tensor, or 'smollm2' "
                    "(inputs of a SmolLM2-135M layer's q_proj on the built-in suite's prompts)")
     v.add_argument("--key", help="tensor name inside the --inputs file (default: its only tensor)")
-    v.add_argument("--layer", type=option(non_negative_int, int), default=0, help="with --inputs smollm2: the decoder layer index")
+    v.add_argument("--layer", type=option(non_negative_int, int), default=0,
+                   help="with --inputs smollm2: the decoder layer index")
     v.add_argument("--module", default="q_proj", help="with --inputs smollm2: the projection (default q_proj)")
-    v.add_argument("--max-prompts", type=option(positive_int, int), help="with --inputs smollm2: use only the first K suite prompts")
+    v.add_argument("--max-prompts", type=option(positive_int, int),
+                   help="with --inputs smollm2: use only the first K suite prompts")
     v.add_argument("--strict", action="store_true", help="exit 1 when a slope is outside its expected range")
 
 
