@@ -87,8 +87,11 @@ def generate_texts(lm, tokenizer, prompts: Sequence[str] | str, descriptions: Se
 
 @torch.no_grad()
 def generate(model, prompts: Sequence[str] | str, descriptions, system: str = "", description_in_prompt: bool = False,
-             weights=None, combine: str = "modulation", check_finite: bool = False, **gen_kwargs) -> list[str]:
+             weights=None, combine: str = "modulation", check_finite: bool = True, **gen_kwargs) -> list[str]:
     """A ZhyperModel's answers: row i conditioned on descriptions[i] through the hypernetwork.
+
+    ``check_finite``: a modulation holding NaN or inf is a ``FloatingPointError`` naming the
+    description (never an empty or garbage answer).
 
     An entry of ``descriptions`` is a string or a list of strings, with optional ``weights``
     (``zhyper.compose``: combined as a weighted sum of modulations, or as one joined text).

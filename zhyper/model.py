@@ -105,11 +105,16 @@ class ZhyperModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, base_model=None, dtype: torch.dtype | None = None,
-                        tokenizer=None) -> "ZhyperModel":
-        """Load a ``save_pretrained`` folder onto ``base_model`` (default: the recorded base id)."""
+                        tokenizer=None, strict_base: bool = False) -> "ZhyperModel":
+        """Load a ``save_pretrained`` folder onto ``base_model`` (default: the recorded base id).
+
+        A base whose weights differ from the one the checkpoint was trained on (its recorded
+        fingerprint) is a warning, or an error with ``strict_base=True``.
+        """
         from zhyper.pretrained import load_checkpoint
 
-        return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer)
+        return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer,
+                               strict_base=strict_base)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically.
