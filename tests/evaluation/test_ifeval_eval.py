@@ -87,3 +87,14 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys):
     assert report["metrics"]["zhyper/all"]["prompts"] == 2
     answers = [json.loads(line) for line in (out / "answers_zhyper.jsonl").read_text().splitlines()]
     assert [a["key"] for a in answers] == [1, 2]
+
+
+def test_the_same_answer_always_gets_the_same_score():
+    # the official letter-frequency checker draws a random letter when the row's is not a-z (IFEval key 1044)
+    row = {"key": 1044, "prompt": "Write a pitch!", "instruction_id_list": ["keywords:letter_frequency"],
+           "kwargs": [{"let_relation": "at least", "letter": "!", "let_frequency": 6}]}
+    answer = "Sunny ice cream is gentle and sweet, the best treat of the season for everyone here."
+    first = ifeval.score_answer(row, answer)
+    assert all(ifeval.score_answer(row, answer) == first for _ in range(20))
+    others = {str(ifeval.score_answer(dict(row, key=k), answer)) for k in range(40)}  # twin: the draw varies by row
+    assert len(others) > 1

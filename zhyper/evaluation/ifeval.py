@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -130,9 +131,14 @@ def score_answer(row: dict, answer: str) -> tuple[list[bool], list[bool]]:
 
     from zhyper.data.ifeval_checkers import clean_kwargs, registry
 
-    ids = list(row["instruction_id_list"])
-    results, _ = evaluate_instructions(answer, ids, [clean_kwargs(k) for k in row["kwargs"]], row["prompt"],
-                                       registry())
+    ids, table = list(row["instruction_id_list"]), registry()
+    state = random.getstate()  # a checker given an invalid parameter (a letter "#") draws one: the same draw each time
+    random.seed(f"ifeval:{row['key']}")
+    try:
+        results, _ = evaluate_instructions(answer, ids, [clean_kwargs(k) for k in row["kwargs"]], row["prompt"],
+                                           table)
+    finally:
+        random.setstate(state)
     by_id = {r.instruction_id: r for r in results}  # an empty answer gives no results: every instruction fails
     return ([bool(by_id[i].strict_pass) if i in by_id else False for i in ids],
             [bool(by_id[i].loose_pass) if i in by_id else False for i in ids])
