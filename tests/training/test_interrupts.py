@@ -61,8 +61,9 @@ def test_interrupt_ends_mlflow_killed_removes_the_record_and_keeps_the_checkpoin
             proc.wait()
     assert proc.returncode != 0
     run = _mlflow_run(out)
-    # a killed rank: rank 0 hears of it as a SIGTERM from the launcher (KILLED) or a broken collective (FAILED)
-    assert run.info.status in (("KILLED", "FAILED") if how == "sigkill-rank" else ("KILLED",)), \
+    # a killed rank, or a launcher that terminates both ranks: rank 0 hears of it as a SIGTERM (KILLED) or, when
+    # its peer stops first, as a broken collective (FAILED; seen under load); either way the run has ended
+    assert run.info.status in (("KILLED",) if how == "ctrl-c" else ("KILLED", "FAILED")), \
         (run.info.status, log[-3000:])
     tag = latest_tag(out / "checkpoints")
     assert verify(out / "checkpoints" / tag) is None
