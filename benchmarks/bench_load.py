@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import sys
@@ -41,13 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_k, _v)
-
-PROMPTS = ["What is the capital of France?", "Name three colours.", "How many legs has a spider?",
-           "Explain why the sky is blue.", "Give me a fruit that is yellow.", "What is 12 times 7?",
-           "Who wrote Hamlet?", "Describe a cat in one sentence."]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serving import PROMPTS  # noqa: E402  (also sets the offline hub variables)
 CHAOS = ("bad_type", "huge_max_tokens", "tiny_temperature", "long_description", "unknown_context",
          "empty_messages", "bool_temperature")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -34,13 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_interleaved  # noqa: E402
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_k, _v)
-
-PROMPTS = ["What is the capital of France?", "Name three colours.", "How many legs has a spider?",
-           "Explain why the sky is blue.", "Give me a fruit that is yellow.", "What is 12 times 7?",
-           "Who wrote Hamlet?", "Describe a cat in one sentence."]
+from _serving import PROMPTS  # noqa: E402  (also sets the offline hub variables)
 
 
 def descriptions(n: int, offset: int = 0) -> list[str]:
