@@ -69,7 +69,8 @@ def summary(result: dict) -> dict:
     """The figures a table row shows, from one eval.json."""
     final, comp = result.get("final", {}), result.get("compliance", {})
     seen = result.get("counts", {}).get("seen", [])
-    per_rule = {r: comp.get(f"compliance_paraphrase.{r}") for r in seen}
+    # a recipe with no paraphrases (IFEval: its own texts are the descriptions) ranks rules by held-out texts
+    per_rule = {r: comp.get(f"compliance_paraphrase.{r}", comp.get(f"compliance_heldout.{r}")) for r in seen}
     excess = {r: comp.get(f"control_random.{r}", math.nan) - comp.get(f"control_base.{r}", math.nan) for r in seen}
     worst = min(per_rule.items(), key=lambda kv: kv[1] if kv[1] is not None else 2.0, default=(None, None))
     return {
@@ -90,4 +91,6 @@ def summary(result: dict) -> dict:
         "val_seen_loss": final.get("val_seen_loss"), "step_time_s": result.get("step_time_s"),
         "n_trainable": result.get("n_trainable"), "wall_s": result.get("wall_s"),
         "per_rule": per_rule,
+        "retention_mean": result.get("retention", {}).get("retention/mean"),
+        "retention_worst": result.get("retention", {}).get("retention/worst"),
     }

@@ -2,11 +2,15 @@
 in the prompt, and the base model with the description in its prompt. One command, two seeds.
 
     .venv/bin/python benchmarks/compare_methods.py [--seeds 0 1] [--out runs/compare] [--doc docs/results.md]
+    .venv/bin/python benchmarks/compare_methods.py --config launch/configs/ifeval.yaml --section ifeval \
+        --methods "Zhyper diag" "Zhyper square" "LoRA, description in prompt" --common train.max_steps=200
 
 Every method is a real run of ``launch/train.py`` with ``launch/configs/default.yaml`` (the main job:
 same data, contexts, steps, batch, schedule, tokens, evaluation) plus only the overrides in
 ``METHODS``; the base model's figures come from the adapters-off answers of the same runs. Writes a
-Markdown table (``--doc``) and a bar chart next to it, and reuses finished runs (``--force`` reruns).
+Markdown table (``--doc``) and a bar chart next to it, and reuses finished runs (``--force`` reruns). With ``--section NAME`` the table goes between the
+``<!-- compare:NAME -->`` markers of the document (appended when absent) and the rest is kept, so one
+document holds the comparison of several recipes (the main job's and ``launch/configs/ifeval.yaml``'s).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--common", nargs="*", default=[], help="overrides added to every method")
+    parser.add_argument("--config", default="launch/configs/default.yaml", help="the recipe every method starts from")
+    parser.add_argument("--section", default=None,
+                        help="write the table as this named section of --doc (keeping the rest), not its head")
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--force", action="store_true")
@@ -53,31 +60,41 @@ def main() -> None:
     args = parser.parse_args()
     out = (REPO / args.out).resolve()
     rows: dict[str, list[dict]] = {}
-    for m, name in enumerate(args.methods):
-        for seed in args.seeds:
-            slug = name.lower().replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("-", "")
-            # the base model's answers do not depend on what was trained: asked once per seed (first method)
-            flags = [*args.common, *METHODS[name], f"train.seed={seed}", f"data.seed={seed}",
-                     f"eval.base_prompt={'true' if m == 0 else 'false'}"]
-            print(f"== {name}, seed {seed}: {' '.join(flags)}", flush=True)
-            if args.tabulate and not (out / f"{slug}.seed{seed}" / "eval.json").is_file():
-                print("   not run: left out", flush=True)
-                continue
-            result = run_variant(f"{slug}.seed{seed}", flags, out, force=args.force)
-            rows.setdefault(name, []).append({**summary(result), "seed": seed})
-            if m == 0:
-                comp = result.get("compliance", {})
-                rows.setdefault(BASE, []).append({
-                    "seed": seed, **{f"heldout_{split}{se}": comp.get(f"compliance_base_prompt_{split}{se}")
-                                     for split in ("seen", "unseen") for se in ("", "_se")}})
-    write_doc(REPO / args.doc, rows, args)
+    for seed in args.seeds:  # seed-major: one seed of every method is finished before the next seed starts
+        for m, name in enumerate(args.methods):
+            _run_one(args, out, rows, m, name, seed)
+        write_doc(REPO / args.doc, rows, args)  # after every seed: a long sweep cut short keeps its table
+
+
+def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, seed: int) -> None:
+    """Train and evaluate one method at one seed (or read its finished run), adding its row."""
+    slug = name.lower().replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("-", "")
+    # the base model's answers do not depend on what was trained: asked once per seed (first method)
+    flags = [*args.common, *METHODS[name], f"train.seed={seed}", f"data.seed={seed}",
+             f"eval.base_prompt={'true' if m == 0 else 'false'}"]
+    print(f"== {name}, seed {seed}: {' '.join(flags)}", flush=True)
+    if args.tabulate and not (out / f"{slug}.seed{seed}" / "eval.json").is_file():
+        print("   not run: left out", flush=True)
+        return
+    try:
+        result = run_variant(f"{slug}.seed{seed}", flags, out, config=args.config, force=args.force)
+    except RuntimeError as err:  # one failed run leaves its row out (the log says why); the sweep goes on
+        print(f"   failed: {err}", flush=True)
+        return
+    rows.setdefault(name, []).append({**summary(result), "seed": seed})
+    if m == 0:
+        comp = result.get("compliance", {})
+        rows.setdefault(BASE, []).append({
+            "seed": seed, **{f"heldout_{split}{se}": comp.get(f"compliance_base_prompt_{split}{se}")
+                             for split in ("seen", "unseen") for se in ("", "_se")}})
 
 
 COLUMNS = [("seed", "seeds", 0), ("n_trainable", "trainable params", 0), ("step_time_s", "step s", 2),
            ("heldout_seen", "held-out compliance, seen", 2), ("paraphrase_seen", "paraphrase compliance, seen", 2),
-           ("worst", "worst seen rule (paraphrase)", 2), ("random_excess_max", "random control excess (max)", 2),
+           ("worst", "worst seen rule", 2), ("random_excess_max", "random control excess (max)", 2),
            ("seen_gap", "seen gap", 3), ("unseen_gap", "unseen gap", 3),
-           ("heldout_unseen", "unseen compliance", 2)]
+           ("heldout_unseen", "unseen compliance", 2), ("retention_mean", "content retention (mean)", 2),
+           ("retention_worst", "content retention (worst context)", 2)]
 
 
 # columns shown with ± 2 standard errors from held-out data (averaged over seeds)
@@ -85,36 +102,85 @@ SE = {"heldout_seen": "heldout_seen_se", "paraphrase_seen": "paraphrase_seen_se"
       "unseen_gap": "unseen_gap_se", "heldout_unseen": "heldout_unseen_se"}
 
 
-def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
-    from zhyper.io import atomic_write
-
+def _table(rows: dict[str, list[dict]]) -> tuple[list[str], dict]:
+    """The Markdown table of the rows (means over seeds, ± 2 s.e.) and the chart's values per method."""
     lines = ["| method | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     chart = {}
     for name, runs in rows.items():
-        cells = []
-        for key, _, digits in COLUMNS:
-            m, spread = _mean([r.get(key) for r in runs])
-            if key == "seed":
-                cells.append(",".join(str(r["seed"]) for r in runs))
-            elif m is None:
-                cells.append("-")
-            elif key == "n_trainable":
-                cells.append(f"{int(m):,}")
-            else:
-                se = _mean([r.get(SE.get(key, ""), None) for r in runs])[0] if key in SE else None
-                cells.append(fmt(m, se, digits) + (f" (seeds ± {spread:.{digits}f})" if spread else ""))
+        cells = [_cell(runs, key, digits) for key, _, digits in COLUMNS]
         if name != BASE:
             worst = {r.get("worst_rule") for r in runs}
             cells[5] += f" {'/'.join(sorted(w for w in worst if w))}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         chart[name] = (_mean([r.get("paraphrase_seen") or r.get("heldout_seen") for r in runs])[0],
                        _mean([r.get("heldout_unseen") for r in runs])[0])
-    png = path.with_suffix(".png")
-    _bar_chart(png, chart)
+    return lines, chart
+
+
+def _cell(runs: list[dict], key: str, digits: int) -> str:
+    m, spread = _mean([r.get(key) for r in runs])
+    if key == "seed":
+        return ",".join(str(r["seed"]) for r in runs)
+    if m is None:
+        return "-"
+    if key == "n_trainable":
+        return f"{int(m):,}"
+    se = _mean([r.get(SE.get(key, ""), None) for r in runs])[0] if key in SE else None
+    return fmt(m, se, digits) + (f" (seeds ± {spread:.{digits}f})" if spread else "")
+
+
+def _command(args) -> str:
     seeds = " ".join(str(s) for s in args.seeds)
+    extra = "".join(f" --{k} {getattr(args, k)}" for k in ("config", "section", "out")
+                    if getattr(args, k) != {"config": "launch/configs/default.yaml", "section": None,
+                                            "out": "runs/compare"}[k])
+    methods = "" if args.methods == list(METHODS) else " --methods " + " ".join(f'"{m}"' for m in args.methods)
     common = f" --common {' '.join(args.common)}" if args.common else ""
-    text = (f"# Results: Zhyper against its baselines at the main job's budget\n\n"
-            f"Reproduce: `.venv/bin/python benchmarks/compare_methods.py --seeds {seeds}{common}` "
+    return f".venv/bin/python benchmarks/compare_methods.py --seeds {seeds}{extra}{methods}{common}"
+
+
+def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
+    from zhyper.io import atomic_write
+
+    lines, chart = _table(rows)
+    png = path.with_name(f"{path.stem}_{args.section}.png") if args.section else path.with_suffix(".png")
+    _bar_chart(png, chart)
+    if args.section:
+        atomic_write(path, _with_section(path, args.section, _section_text(rows, lines, png, args)))
+        atomic_write(png.with_suffix(".json"), json.dumps(rows, indent=1, default=str))
+        return
+    text = _head_text(rows, lines, png, args)
+    atomic_write(path, text + _kept_sections(path))
+    atomic_write(path.with_suffix(".json"), json.dumps(rows, indent=1, default=str))
+
+
+def _section_text(rows: dict[str, list[dict]], lines: list[str], png: Path, args) -> str:
+    missing = [n for n in args.methods if n not in rows]
+    return (f"Reproduce: `{_command(args)}` (runs in `{args.out}/`; each method is one run of "
+            f"`{args.config}` with the overrides below and the common ones).\n\n"
+            "Figures are means over the seeds, ± 2 standard errors from held-out data, with half the range "
+            "between seeds in brackets where a method ran more than one seed. Compliance is description-only "
+            "(neutral held-out prompts, the instruction's held-out text as the description; for LoRA in its prompt); "
+            "content retention is the fraction of factual answers keeping their fact under each trained "
+            "context, relative to adapters off.\n\n" + "\n".join(lines)
+            + (f"\n\nNot run for this table: {', '.join(missing)}." if missing else "")
+            + f"\n\n![compliance]({png.name})\n\nOverrides per method:\n\n"
+            + "\n".join(f"- {n}: `{' '.join(METHODS[n]) or '(the recipe as is)'}`" for n in rows if n in METHODS)
+            + f"\n- {BASE}: the adapters-off answers of the first method's runs, description in the prompt.\n")
+
+
+def _with_section(path: Path, name: str, body: str) -> str:
+    """The document with the text between ``<!-- compare:name -->`` markers replaced (appended when absent)."""
+    begin, end = f"<!-- compare:{name} -->", f"<!-- /compare:{name} -->"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if begin in old and end in old:
+        return old[:old.index(begin) + len(begin)] + "\n" + body + old[old.index(end):]
+    return old.rstrip("\n") + f"\n\n{begin}\n{body}{end}\n"
+
+
+def _head_text(rows: dict[str, list[dict]], lines: list[str], png: Path, args) -> str:
+    return (f"# Results: Zhyper against its baselines at the main job's budget\n\n"
+            f"Reproduce: `{_command(args)}` "
             f"(each method is `bash make.sh train` with the overrides below; runs in `{args.out}/`; the "
             "seeds column says which seeds each row averages).\n\n"
             "Figures are means over the seeds, ± 2 standard errors from the held-out data (compliance: "
@@ -136,8 +202,6 @@ def write_doc(path: Path, rows: dict[str, list[dict]], args) -> None:
             "hypernetwork. The recipe's ablation (docs/training.md) also ran multi-task LoRA on all-linear "
             "targets with the description in the prompt, without the null context and augmentation: paraphrase "
             "compliance 0.76 ± 0.08, but every random description gave lower-case answers (random control excess 1.00).\n")
-    atomic_write(path, text + _kept_sections(path))
-    atomic_write(path.with_suffix(".json"), json.dumps(rows, indent=1, default=str))
 
 
 KEEP_MARKER = "<!-- the sections below are not written by compare_methods.py: it keeps them -->"
