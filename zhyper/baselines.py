@@ -3,8 +3,10 @@
 What Zhyper is compared against ("prompted multi-task LoRA"): a single PEFT LoRA (same targets,
 rank, alpha and dropout as the Zhyper run) trained on the mixture of every context's data by the
 same loop, with the description written in the prompt (``data.description_in_prompt``) or not at
-all. It has no hypernetwork: ``forward`` accepts ``context_embeddings`` and ignores them, so the
-training loop, the evaluation and the DeepSpeed engine treat both models alike.
+all. It has no hypernetwork but the same conditioning interface as ZhyperModel, with an identity
+conditioning: ``embed`` gives (n, 0) embeddings, ``modulation`` gives ``None``, ``conditioned`` changes
+nothing, and ``forward`` accepts ``context_embeddings`` and ignores them, so the training loop, the
+evaluation and the DeepSpeed engine treat both models alike.
 """
 
 from __future__ import annotations
@@ -50,6 +52,21 @@ class LoRABaseline(nn.Module):
         out.modulation = None
         return out
 
+    def embed(self, descriptions: Sequence[str]) -> torch.Tensor:
+        """(n, 0) embeddings: the description does not reach this model except through its prompt."""
+        return torch.zeros(len(descriptions), 0)
+
+    def modulation(self, descriptions, weights=None, combine: str = "modulation", check_finite: bool = False):
+        """``None``: the identity conditioning (the same trained LoRA for every description)."""
+        return None
+
+    @contextmanager
+    def conditioned(self, modulation) -> Iterator[None]:
+        """The identity conditioning: the block runs the LoRA model as it is."""
+        if modulation is not None:
+            raise ValueError(f"modulation: the LoRA baseline has no hypernetwork and takes None, got {type(modulation)}")
+        yield
+
     @contextmanager
     def adapters_off(self) -> Iterator[None]:
         """Run the plain base model inside the block."""
@@ -57,12 +74,21 @@ class LoRABaseline(nn.Module):
             yield
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
-                 description_in_prompt: bool = False, **gen_kwargs) -> list[str]:
-        """Answer ``prompts`` (chat template, left padding); a description is used only if put in the prompt."""
-        from zhyper.generation import generate_texts
+    def generate(self, prompts: Sequence[str] | str, descriptions, system: str = "",
+                 description_in_prompt: bool = False, weights=None, combine: str = "text", **gen_kwargs) -> list[str]:
+        """Answer ``prompts`` (chat template, left padding); a description is used only if put in the prompt.
 
-        return generate_texts(self.base, self.tokenizer, prompts, descriptions, system=system,
+        Entries may be lists of descriptions, as for ZhyperModel; they are joined into one text
+        (``combine="text"``, the only way a prompt can combine them; weights are refused)."""
+        from zhyper import compose
+        from zhyper.generation import _as_list, generate_texts
+
+        if combine != "text" or weights is not None:
+            raise ValueError("combine/weights: the LoRA baseline reads descriptions from its prompt only; "
+                             "several are joined into one text (combine='text', no weights)")
+        prompts = _as_list(prompts, None, "prompts")
+        texts = [compose.as_text(e) for e in compose.entries(descriptions, None, len(prompts))]
+        return generate_texts(self.base, self.tokenizer, prompts, texts, system=system,
                               description_in_prompt=description_in_prompt, **gen_kwargs)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -7,7 +7,6 @@ from typing import Sequence
 
 import torch
 
-from zhyper.layers.inject import modulate
 
 
 def _as_list(value, n: int | None, argument: str) -> list[str]:
@@ -104,7 +103,7 @@ def generate(model, prompts: Sequence[str] | str, descriptions, system: str = ""
 
     def modulated(_, k):
         z = compose.modulation(model, [t for t, _ in items], [w for _, w in items], combine, check_finite)
-        return modulate(model.base, model.layout, _expand(z, k))
+        return model.conditioned(_expand(z, k))
 
     return generate_texts(model.base, model.tokenizer, prompts, [compose.as_text(e) for e in items], system=system,
                           description_in_prompt=description_in_prompt, context=modulated, **gen_kwargs)

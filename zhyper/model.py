@@ -140,13 +140,16 @@ class ZhyperModel(nn.Module):
             self._encoder = ContextEncoder(self.config.encoder, pooling=self.config.encoder_pooling)
         return self._encoder
 
-    def encode_descriptions(self, descriptions: Sequence[str]) -> torch.Tensor:
-        """(n, d_c) fp32 CPU embeddings of ``descriptions`` (cached by (encoder id, text))."""
+    def embed(self, descriptions: Sequence[str]) -> torch.Tensor:
+        """The conditioning interface, step 1 (then ``modulation``, then ``conditioned``): (n, d_c) fp32
+        CPU embeddings of ``descriptions`` (cached by (encoder id, text))."""
         emb = self.encoder.encode(descriptions)
         if emb.shape[1] != self.context_dim:
             raise ValueError(f"encoder {self.config.encoder!r} gives {emb.shape[1]}-d embeddings but the "
                              f"hypernetwork expects context_dim {self.context_dim}")
         return emb
+
+    encode_descriptions = embed  # the name of earlier releases
 
     def center_contexts(self, descriptions: Sequence[str]) -> torch.Tensor:
         """Centre the hypernetwork's input on the mean embedding of ``descriptions`` (once, before training).
@@ -180,7 +183,7 @@ class ZhyperModel(nn.Module):
         if c.shape[0] == 1 and batch > 1:
             c = c.expand(batch, -1)
         modulation = self.hypernet(c)
-        with modulate(self.base, self.layout, modulation):
+        with self.conditioned(modulation):
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         out.modulation = modulation
         return out
@@ -196,13 +199,7 @@ class ZhyperModel(nn.Module):
         request alone)."""
         if isinstance(descriptions, str):
             descriptions = [descriptions]
-        device = next(iter(self.hypernet.parameters())).device
-        was_training = self.hypernet.training
-        self.hypernet.eval()  # deterministic: no hypernetwork dropout in what is served or exported
-        try:
-            out = self.hypernet(self.encode_descriptions(descriptions).to(device))
-        finally:
-            self.hypernet.train(was_training)
+        out = self._hypernet_eval(self.embed(descriptions))
         if check_finite:
             parts = [out] if isinstance(out, torch.Tensor) else list(out.values())
             ok = torch.stack([torch.isfinite(p.detach().reshape(p.shape[0], -1)).all(dim=1) for p in parts]).all(0)
@@ -215,6 +212,18 @@ class ZhyperModel(nn.Module):
                     "inference (a diverged or overflowing hypernetwork; retrain with a lower train.lr, or check "
                     "the checkpoint's weights)")
         return out
+
+    @torch.no_grad()
+    def _hypernet_eval(self, embeddings: torch.Tensor):
+        """The hypernetwork on (n, d_c) embeddings in eval mode (deterministic: no hypernetwork dropout in
+        what is served or exported), without gradients."""
+        device = next(iter(self.hypernet.parameters())).device
+        was_training = self.hypernet.training
+        self.hypernet.eval()
+        try:
+            return self.hypernet(embeddings.to(device))
+        finally:
+            self.hypernet.train(was_training)
 
     @contextmanager
     def adapters_off(self) -> Iterator[None]:
@@ -249,18 +258,26 @@ class ZhyperModel(nn.Module):
                         weights=weights, combine=combine, **gen_kwargs)
 
     def modulation(self, descriptions, weights=None, combine: str = "modulation", check_finite: bool = False):
-        """The modulation of each entry of ``descriptions`` (a string, or a list combined by ``combine``).
+        """The conditioning interface, step 2: the modulation of each entry of ``descriptions`` (a string,
+        or a list combined by ``combine``), or of each row of an (n, d_c) tensor from ``embed``.
 
         ``weights`` scale each description's modulation (the strength dial: 0 is the base model, 1 as
-        trained, above 1 stronger); see ``zhyper.compose``.
+        trained, above 1 stronger); see ``zhyper.compose``. Eval mode, no gradients (training runs
+        ``forward``, which goes through ``conditioned`` too).
         """
+        if isinstance(descriptions, torch.Tensor):
+            if weights is not None:
+                raise ValueError("weights: apply to descriptions, not to embeddings (pass the descriptions)")
+            return self._hypernet_eval(descriptions if descriptions.dim() == 2 else descriptions[None])
         from zhyper import compose
 
         return compose.modulation(self, descriptions, weights, combine, check_finite)
 
     @contextmanager
     def conditioned(self, modulation) -> Iterator[None]:
-        """Run the base inside the block with ``modulation`` (one row per batch row, or one for all)."""
+        """The conditioning interface, step 3, and the only place a modulation is installed: run the base
+        inside the block with ``modulation`` (one row per batch row, or one for all). Training
+        (``forward``), generation, evaluation and the server's engine all enter it."""
         with modulate(self.base, self.layout, modulation):
             yield
 

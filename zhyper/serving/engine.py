@@ -46,7 +46,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from zhyper.layers.inject import modulate
 
 from .cache import ModulationCache, cat_rows, select_rows
 
@@ -445,7 +444,7 @@ class Engine:
         kwargs = {self._cache_kw: cache, "use_cache": True}
         if last_only and self._keep_logits:
             kwargs["logits_to_keep"] = 1
-        with modulate(self.base, self.layout, modulation):
+        with self.model.conditioned(modulation):
             out = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
         return out.logits[:, -1, :]
 
