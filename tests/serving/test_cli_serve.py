@@ -31,7 +31,7 @@ def test_serve_rejects_bad_numbers(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--checkpoint", "x", "--max-batch", "0"])
     assert exit_.value.code == 2
-    assert "--max-batch: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert "argument --max-batch: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_bad_inputs_give_clear_errors():
         RealisedClass(layer, torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"classes must be a non-empty subset of .*got \('diag',\)"):
         VerifyConfig(classes=("diag",))
-    with pytest.raises(ValueError, match=r"n_values must be a non-empty sequence of positive ints, got \(0, 10\)"):
+    with pytest.raises(ValueError, match=r"n_values: expected a non-empty list of integers >= 1, got \(0, 10\)"):
         VerifyConfig(n_values=(0, 10))
 
 

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-
-def _weight(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+from zhyper.validate import finite, option
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +16,7 @@ def add_description_arguments(parser: argparse.ArgumentParser) -> None:
     """``--description`` (repeatable: several contexts at once), ``--weight`` (repeatable), ``--combine``."""
     parser.add_argument("--description", action="append", required=True,
                         help="the context description, e.g. 'Answer like a German.'; repeat it to combine several")
-    parser.add_argument("--weight", action="append", type=_weight,
+    parser.add_argument("--weight", action="append", type=option(finite),
                         help="a weight per --description, in the same order (default 1 for one description, 1/n "
                              "for n): 0 is the base model, 1 as trained, above 1 stronger")
     parser.add_argument("--combine", choices=("modulation", "text"), default="modulation",

@@ -9,70 +9,46 @@ from __future__ import annotations
 import argparse
 import os
 
+from zhyper.commands._common import add_model_arguments
+from zhyper.validate import in_range, non_negative_int, option, positive_int
+
 API_KEY_ENV = "ZHYPER_API_KEY"
 
 
-def _positive(name: str, low: int = 1):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= {low}, got {value}")
-        return value
-    return parse
-
-
-def _seconds(name: str, high: float):
-    def parse(text: str) -> float:
-        import math
-
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not 0 <= value <= high:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"{name}: expected a number in [0, {high:g}], got {text!r}")
-        return value
-    return parse
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
+    add_model_arguments(parser)  # --checkpoint, --base: the same as generate and chat
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=_positive("--port", 0), default=8000, help="TCP port (default 8000)")
-    parser.add_argument("--max-batch", type=_positive("--max-batch"), default=32,
+    parser.add_argument("--port", type=option(non_negative_int, int), default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--max-batch", type=option(positive_int, int), default=32,
                         help="most requests decoded together in one batch (default 32)")
-    parser.add_argument("--max-queue", type=_positive("--max-queue"), default=256,
+    parser.add_argument("--max-queue", type=option(positive_int, int), default=256,
                         help="most requests waiting for a batch slot; more are answered 429 (default 256)")
-    parser.add_argument("--admit-window-ms", type=_seconds("--admit-window-ms", 10_000), default=5.0,
+    parser.add_argument("--admit-window-ms", type=option(in_range, float, low=0, high=10_000), default=5.0,
                         help="a waiting request waits up to this long for others to share its prefill (default 5; "
                         "0: none); running rows keep decoding meanwhile")
-    parser.add_argument("--cache-size", type=_positive("--cache-size", 0), default=1024,
+    parser.add_argument("--cache-size", type=option(non_negative_int, int), default=1024,
                         help="descriptions whose modulation is kept (LRU; 0 disables the cache; default 1024)")
-    parser.add_argument("--default-max-tokens", type=_positive("--default-max-tokens"), default=256,
+    parser.add_argument("--default-max-tokens", type=option(positive_int, int), default=256,
                         help="max_tokens of a request that sets none (default 256, capped by the context length)")
     parser.add_argument("--model-name", default="zhyper", help="the model id clients send (default 'zhyper'); "
                         "named contexts are always 'zhyper:<name>'")
-    parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
     parser.add_argument("--no-builtin-contexts", action="store_true",
                         help="do not offer the built-in suite's rule names as 'zhyper:<rule>' contexts")
     ops = parser.add_argument_group("operations")
     ops.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' on /v1 routes "
                      f"(default: ${API_KEY_ENV} if set, else open); /health, /ready, /metrics stay open")
-    ops.add_argument("--max-prompt-tokens", type=_positive("--max-prompt-tokens"), default=None,
+    ops.add_argument("--max-prompt-tokens", type=option(positive_int, int), default=None,
                      help="refuse prompts longer than this many tokens (default: the context length only)")
-    ops.add_argument("--max-tokens-limit", type=_positive("--max-tokens-limit"), default=None,
+    ops.add_argument("--max-tokens-limit", type=option(positive_int, int), default=None,
                      help="refuse a max_tokens above this (default: the context length only)")
-    ops.add_argument("--max-description-chars", type=_positive("--max-description-chars"), default=2000,
+    ops.add_argument("--max-description-chars", type=option(positive_int, int), default=2000,
                      help="refuse longer descriptions (default 2000 characters)")
-    ops.add_argument("--max-description-tokens", type=_positive("--max-description-tokens"), default=None,
+    ops.add_argument("--max-description-tokens", type=option(positive_int, int), default=None,
                      help="refuse descriptions of more encoder tokens (default and maximum: the sentence "
                      "encoder's window, past which it would drop the rest)")
-    ops.add_argument("--max-body-bytes", type=_positive("--max-body-bytes"), default=4 * 1024 * 1024,
+    ops.add_argument("--max-body-bytes", type=option(positive_int, int), default=4 * 1024 * 1024,
                      help="refuse larger request bodies with 413 (default 4 MiB)")
-    ops.add_argument("--drain-timeout", type=_seconds("--drain-timeout", 3600), default=30.0,
+    ops.add_argument("--drain-timeout", type=option(in_range, float, low=0, high=3600), default=30.0,
                      help="on SIGTERM, seconds to let in-flight requests finish before exiting (default 30)")
 
 

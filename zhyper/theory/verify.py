@@ -49,13 +49,6 @@ EXPECTED = {"scalar": {c: dict(zip(SWEEPS, v)) for c, v in _SCALAR.items()},
             "vector": {c: dict(zip(SWEEPS, v)) for c, v in _VECTOR.items()}}
 
 
-def _positive_ints(name: str, values) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
-        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
-    return values
-
-
 @dataclass
 class VerifyConfig:
     """What ``zhyper theory verify`` sweeps. Grids are swept one at a time around the base point."""
@@ -76,13 +69,13 @@ class VerifyConfig:
     inputs: torch.Tensor | None = field(default=None, repr=False)  # real layer inputs (M, d), or None
 
     def __post_init__(self) -> None:
-        self.n_values = _positive_ints("n_values", self.n_values)
-        self.r_values = _positive_ints("r_values", self.r_values)
-        self.d_values = _positive_ints("d_values", self.d_values)
-        for name in ("base_n", "base_r", "base_d", "n_draws"):
-            _positive_ints(name, [getattr(self, name)])
         from zhyper import validate
 
+        self.n_values = validate.positive_ints("n_values", self.n_values)
+        self.r_values = validate.positive_ints("r_values", self.r_values)
+        self.d_values = validate.positive_ints("d_values", self.d_values)
+        for name in ("base_n", "base_r", "base_d", "n_draws"):
+            validate.positive_int(name, getattr(self, name))
         validate.positive("tolerance", self.tolerance)
         validate.in_range("confidence", self.confidence, 0.0, 1.0, low_open=True, high_open=True)
         unknown = [c for c in self.classes if c not in CLASS_NAMES]
