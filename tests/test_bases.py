@@ -80,3 +80,14 @@ def test_registry_import_is_light():
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_tokenizer_source_and_conversion_by_registry():
+    from zhyper.bases import needs_conversion, resolve_base, tokenizer_source
+
+    shipped = resolve_base("smollm2")
+    assert tokenizer_source("tiny-llama") == shipped  # the random test base borrows the shipped tokenizer
+    assert tokenizer_source("smollm2") == shipped
+    assert tokenizer_source("some/hub-model") == "some/hub-model"  # the twin: anything else as given
+    assert needs_conversion("smollm2") and needs_conversion("tiny-llama")
+    assert not needs_conversion("mistralai/Mistral-7B-Instruct-v0.2") and not needs_conversion("/a/folder")

@@ -128,6 +128,22 @@ def resolve_base(name_or_path: str | os.PathLike) -> str:
     return obtain(base) if base is not None and base.source == "gguf" else name
 
 
+def tokenizer_source(name_or_path: str | os.PathLike) -> str:
+    """What ``AutoTokenizer.from_pretrained`` reads for a run's base: a random test base borrows the shipped
+    base's tokenizer (and its chat template), a shipped base its converted folder, anything else as given."""
+    base = BASES.get(str(name_or_path))
+    if base is not None and base.source == "random":
+        return obtain(next(b for b in BASES.values() if b.source == "gguf"))
+    return resolve_base(name_or_path)
+
+
+def needs_conversion(name_or_path: str | os.PathLike) -> bool:
+    """Whether loading this base (or its tokenizer) first converts a shipped GGUF: done once, before the
+    training processes load it (``zhyper.training.session``)."""
+    base = BASES.get(str(name_or_path))
+    return base is not None and base.source in ("gguf", "random")
+
+
 def _shipped_folder(name: str) -> bool:
     from zhyper.base_model import SOURCE_FILE
 

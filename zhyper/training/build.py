@@ -55,18 +55,17 @@ def zero_stage(ds: dict) -> int:
 def tokenizer_for(cfg):
     from transformers import AutoTokenizer
 
-    from zhyper.base_model import smollm2_path
+    from zhyper.bases import BASES, tokenizer_source
 
-    if cfg.base_model in ("tiny-llama", "smollm2"):
-        return AutoTokenizer.from_pretrained(smollm2_path())
-    return AutoTokenizer.from_pretrained(cfg.base_model, revision=cfg.base_revision)
+    revision = None if cfg.base_model in BASES else cfg.base_revision
+    return AutoTokenizer.from_pretrained(tokenizer_source(cfg.base_model), revision=revision)
 
 
 def base_config(cfg, tokenizer):
     """The base model's HF config (no weights read)."""
     from transformers import AutoConfig, LlamaConfig
 
-    from zhyper.base_model import smollm2_path
+    from zhyper.bases import resolve_base
 
     if cfg.base_model == "tiny-llama":  # random weights, the real architecture; for tests
         return LlamaConfig(vocab_size=len(tokenizer), intermediate_size=2 * cfg.tiny.hidden_size,
@@ -74,8 +73,7 @@ def base_config(cfg, tokenizer):
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                            pad_token_id=tokenizer.pad_token_id)
-    path = str(smollm2_path()) if cfg.base_model == "smollm2" else cfg.base_model
-    return AutoConfig.from_pretrained(path, revision=cfg.base_revision)
+    return AutoConfig.from_pretrained(resolve_base(cfg.base_model), revision=cfg.base_revision)
 
 
 def build_base(cfg, ds: dict, tokenizer):
@@ -85,7 +83,7 @@ def build_base(cfg, ds: dict, tokenizer):
     """
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from zhyper.base_model import smollm2_path
+    from zhyper.bases import resolve_base
 
     dtype = ds_dtype(ds)
     if cfg.base_model == "tiny-llama":
@@ -93,7 +91,7 @@ def build_base(cfg, ds: dict, tokenizer):
         # engine partitions it in deepspeed.initialize. The same seed gives every rank the same weights.
         torch.manual_seed(cfg.train.seed)
         return LlamaForCausalLM(base_config(cfg, tokenizer)).to(dtype), None
-    path = str(smollm2_path()) if cfg.base_model == "smollm2" else cfg.base_model
+    path = resolve_base(cfg.base_model)
     hf_ds = None
     if zero_stage(ds) == 3:  # must stay alive while from_pretrained runs: it switches loading to zero.Init
         from transformers.integrations import HfDeepSpeedConfig

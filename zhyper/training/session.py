@@ -269,10 +269,10 @@ def start(cfg, resume: str | None, local_rank: int, overwrite: bool = False) -> 
     from zhyper.training.output import check_output_dir, mark_output_dir
     from zhyper.training.resume import latest_tag, verify
 
-    if cfg.base_model in ("smollm2", "tiny-llama"):  # convert the shipped model (first run) before any process
-        from zhyper.base_model import smollm2_path  # group exists: under one, transformers saves on rank 0 only
+    from zhyper.bases import needs_conversion, tokenizer_source
 
-        smollm2_path()
+    if needs_conversion(cfg.base_model):  # convert the shipped model (first run) before any process group
+        tokenizer_source(cfg.base_model)  # exists: under one, transformers saves on rank 0 only
     out_dir = Path(cfg.output_dir)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:
