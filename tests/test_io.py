@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zhyper.io import atomic_folder, atomic_write, file_lock, same_folder
+from zhyper.io import atomic_folder, atomic_write, file_lock, replaced_folder, same_folder, try_lock
 
 
 def test_atomic_write_replaces_the_whole_file_and_leaves_no_temp(tmp_path):
@@ -89,3 +89,41 @@ def test_file_lock_times_out_naming_the_lock_while_another_process_holds_it(tmp_
         holder.wait()
     with file_lock(lock, timeout=5):  # released when its holder died
         pass
+
+
+def test_replaced_folder_takes_the_place_of_the_old_one_whole(tmp_path):
+    target = tmp_path / "conv"
+    target.mkdir()
+    (target / "stale.bin").write_text("old")
+    with replaced_folder(target) as tmp:
+        (tmp / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["model.safetensors"]  # unlike atomic_folder: whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv"]  # no temporary or old folder left
+
+
+def test_replaced_folder_error_changes_nothing(tmp_path):
+    target = tmp_path / "conv"
+    target.mkdir()
+    (target / "keep.bin").write_text("old")
+    with pytest.raises(RuntimeError):
+        with replaced_folder(target) as tmp:
+            (tmp / "half.bin").write_text("x")
+            raise RuntimeError("conversion failed")
+    assert sorted(p.name for p in target.iterdir()) == ["keep.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv"]
+
+
+def test_try_lock_gives_none_while_another_process_holds_it(tmp_path):
+    lock_file = tmp_path / "run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire(); "
+        "print('held', flush=True); time.sleep(30)"), str(lock_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert try_lock(lock_file) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = try_lock(lock_file)  # the twin: free again, taken at once
+    assert lock is not None and lock.is_locked
+    lock.release()

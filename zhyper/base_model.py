@@ -25,12 +25,10 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from zhyper.bases import BASES, base_identity, resolve_base  # noqa: F401  (the registry's; kept for callers)
-from zhyper.io import file_lock
+from zhyper.io import file_lock, replaced_folder
 
 logger = logging.getLogger(__name__)
 
@@ -149,29 +147,15 @@ def smollm2_path(cache: Path | str | None = None) -> Path:
     with file_lock(root / f".{FOLDER_NAME}.lock", what=f"the conversion of {FOLDER_NAME}"):
         if _is_complete(target):  # another process finished while we waited for the lock
             return target
-        stale = None
         if target.exists():
             if not (target / SOURCE_FILE).is_file():  # not written by zhyper: leave it alone
                 raise FileExistsError(f"{target} exists but is not a complete conversion "
                                       f"(no {SOURCE_FILE}); remove it to convert again")
-            stale = target  # zhyper's own, but incomplete: convert again and replace it
             logger.warning("%s is an incomplete conversion (files missing or of the wrong size); converting again",
                            target)
         gguf = smollm2_gguf()
         logger.info("converting %s into %s (one time, ~30 s)", gguf, target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.", dir=root))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any HF folder
-        try:
+        with replaced_folder(target) as tmp:  # a stale conversion (zhyper's own) is replaced whole
             convert_gguf(gguf, tmp)
-            if stale is not None:
-                old = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}.old.", dir=root))
-                os.replace(stale, old / FOLDER_NAME)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return target
 

@@ -116,6 +116,43 @@ def _move_in(tmp: Path, out_dir: Path) -> None:
 
 
 @contextmanager
+def replaced_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it takes the place of ``out_dir`` whole, in one rename
+    (a folder already there is first moved aside, then removed: only for a folder the caller wrote).
+    On error the temporary folder is removed and ``out_dir`` is unchanged."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; what zhyper writes is shared like any HF folder
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def try_lock(path: str | os.PathLike):
+    """An exclusive lock on ``path`` taken without waiting (a ``filelock.FileLock``, held until its
+    ``release()``; not thread-local, so a cleanup thread can release it), or None when another holds it."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
+@contextmanager
 def file_lock(path: str | os.PathLike, timeout: float = -1, what: str = "this resource") -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed) for the block.
 

@@ -157,13 +157,10 @@ def peak_rss_bytes() -> int:
 
 def lock_output_dir(out_dir: Path):
     """Take the run lock of ``out_dir`` without waiting; a live holder is named in the error."""
-    from filelock import FileLock, Timeout
+    from zhyper.io import try_lock
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out_dir / LOCK_FILE), timeout=0, thread_local=False)
-    try:
-        lock.acquire()
-    except Timeout:
+    lock = try_lock(out_dir / LOCK_FILE)
+    if lock is None:
         try:
             holder = json.loads((out_dir / HOLDER_FILE).read_text())
             who = f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
