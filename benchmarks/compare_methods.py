@@ -28,6 +28,8 @@ METHODS: dict[str, list[str]] = {
     "Zhyper diag": [],
     "Zhyper square": ["model.mode=square"],
     "Zhyper full (T2L-style)": ["model.mode=full"],
+    # IFEval only: 600 extra rows under two types at once (the composition ablation, docs/results.md)
+    "Zhyper diag, pair rows": ["data.pairs=600"],
     # the description-contrastive loss acts on the hypernetwork: LoRA has none (same data, steps, tokens)
     "LoRA, description in prompt": ["method=lora", "data.description_in_prompt=true", "train.contrast_weight=0"],
     "LoRA, no description": ["method=lora", "data.description_in_prompt=false", "train.contrast_weight=0"],
@@ -47,7 +49,7 @@ def _mean(values: list[float | None]) -> tuple[float | None, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
-    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=[m for m in METHODS if "pair" not in m])
     parser.add_argument("--common", nargs="*", default=[], help="overrides added to every method")
     parser.add_argument("--config", default="launch/configs/default.yaml", help="the recipe every method starts from")
     parser.add_argument("--section", default=None,
@@ -134,7 +136,7 @@ def _command(args) -> str:
     extra = "".join(f" --{k} {getattr(args, k)}" for k in ("config", "section", "out")
                     if getattr(args, k) != {"config": "launch/configs/default.yaml", "section": None,
                                             "out": "runs/compare"}[k])
-    methods = "" if args.methods == list(METHODS) else " --methods " + " ".join(f'"{m}"' for m in args.methods)
+    methods = "" if args.methods == [m for m in METHODS if "pair" not in m] else " --methods " + " ".join(f'"{m}"' for m in args.methods)
     common = f" --common {' '.join(args.common)}" if args.common else ""
     return f".venv/bin/python benchmarks/compare_methods.py --seeds {seeds}{extra}{methods}{common}"
 

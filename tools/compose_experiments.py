@@ -15,10 +15,6 @@ import json
 import math
 from pathlib import Path
 
-PAIRS = [("punctuation:no_comma", "detectable_content:postscript"),
-         ("change_case:english_lowercase", "detectable_format:number_bullet_lists"),
-         ("detectable_format:json_format", "change_case:english_lowercase"),
-         ("detectable_content:postscript", "detectable_format:number_highlighted_sections")]
 DIAL_TYPES = ["change_case:english_lowercase", "detectable_format:json_format", "detectable_content:postscript",
               "punctuation:no_comma"]
 WEIGHTS = [0.0, 0.25, 0.5, 1.0, 1.5]
@@ -48,34 +44,40 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--out", default="docs")
+    parser.add_argument("--no-dial", action="store_true", help="the pairs only (no strength-dial curve)")
     parser.add_argument("--base-model", default="smollm2", help="the base the run trained on (its cached answers)")
     args = parser.parse_args()
 
     from zhyper import ZhyperModel
-    from zhyper.data.ifeval import load_ifeval, training_prompts
+    from zhyper.data.ifeval import EVAL_PAIRS, load_ifeval, training_prompts
     from zhyper.evaluation.composition import dial, pair_compliance
     from zhyper.generation import plain_answers
+    from zhyper.io import atomic_write
 
     model = ZhyperModel.from_pretrained(args.checkpoint).eval()
     data = load_ifeval(plain_answers(args.base_model, training_prompts()))
     prompts = list(dict.fromkeys(data.split("validation")["prompt"]))[:args.prompts]
-    pairs = pair_compliance(model, data, PAIRS, prompts)
-    curve = dial(model, data, DIAL_TYPES, WEIGHTS, prompts, n_questions=args.questions)
+    pairs = pair_compliance(model, data, EVAL_PAIRS, prompts)
+    curve = {} if args.no_dial else dial(model, data, DIAL_TYPES, WEIGHTS, prompts, n_questions=args.questions)
     out = Path(args.out)
-    plot(curve, out / "dial.png")
+    md = f"Composition ({len(prompts)} held-out prompts per pair, held-out instruction texts):\n\n{pairs.markdown()}\n"
+    if curve:
+        plot(curve, out / "dial.png")
+        md += _dial_markdown(curve, args.questions)
+    atomic_write(out / "composition.md", md)
+    atomic_write(out / "composition.json", json.dumps({"pairs": {" + ".join(k): v for k, v in pairs.counts.items()},
+                                                        "dial": {c: {str(w): v for w, v in p.items()}
+                                                                 for c, p in curve.items()}}, indent=1))
+    print(md)
+
+
+def _dial_markdown(curve: dict, questions: int) -> str:
     rows = ["| type | " + " | ".join(f"w={w}" for w in WEIGHTS) + " |", "|---|" + "---|" * len(WEIGHTS)]
     for c, points in curve.items():
         rows.append(f"| {c} | " + " | ".join(
             f"{points[w][0]:.2f} / {'–' if math.isnan(points[w][1]) else f'{points[w][1]:.2f}'}" for w in WEIGHTS) + " |")
-    md = (f"Composition ({len(prompts)} held-out prompts per pair, held-out instruction texts):\n\n{pairs.markdown()}\n\n"
-          "Strength dial (compliance / content retention relative to adapters off, "
-          f"{args.questions} factual questions):\n\n" + "\n".join(rows) + "\n")
-    (out / "composition.md").write_text(md, encoding="utf-8")
-    (out / "composition.json").write_text(json.dumps({"pairs": {" + ".join(k): v for k, v in pairs.counts.items()},
-                                                      "dial": {c: {str(w): v for w, v in p.items()}
-                                                               for c, p in curve.items()}}, indent=1))
-    print(md)
-
+    return ("\nStrength dial (compliance / content retention relative to adapters off, "
+            f"{questions} factual questions):\n\n" + "\n".join(rows) + "\n")
 
 if __name__ == "__main__":
     main()

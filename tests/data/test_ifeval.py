@@ -155,3 +155,28 @@ def test_cached_answers_are_made_once_saved_per_batch_and_read_back(tmp_path, mo
         read_answers(bad)
     bad.write_text('{"prompt": "a", "answer": "x"}\n')
     assert read_answers(bad) == {"a": "x"}
+
+
+def test_pair_rows_pass_both_checkers_and_never_hold_an_evaluated_pair():
+    from zhyper.data.ifeval import EVAL_PAIRS
+    from zhyper.training.config import DataConfig
+
+    answers = {p: ANSWER.replace("Gardening", p.split()[-1].rstrip("?.")) for p in training_prompts()}
+    plain = load_ifeval(answers, train_draws=2, heldout_draws=1, per_draw=1)
+    paired = load_ifeval(answers, train_draws=2, heldout_draws=1, per_draw=1, pairs=24)
+    pair_rows = [r for r in paired.split("train") if r["second"]]
+    assert len(paired.split("train")) - len(plain.split("train")) == len(pair_rows) >= 12
+    evaluated = {frozenset(p) for p in EVAL_PAIRS}
+    for row in pair_rows:
+        first, second = json.loads(row["kwargs"]), json.loads(row["second_kwargs"])
+        assert row["split"] == "train" and {row["context"], row["second"]} <= set(paired.seen_contexts)
+        assert checkers.check(row["context"], first, row["response"], row["prompt"])
+        assert checkers.check(row["second"], second, row["response"], row["prompt"])
+        assert frozenset((row["context"], row["second"])) not in evaluated
+    # the twin: the plain answers fail at least one of the two checkers on most pair rows
+    both = [checkers.check(r["context"], json.loads(r["kwargs"]), r["base_answer"], r["prompt"])
+            and checkers.check(r["second"], json.loads(r["second_kwargs"]), r["base_answer"], r["prompt"])
+            for r in pair_rows]
+    assert sum(both) < len(pair_rows) / 2
+    with pytest.raises(ValueError, match="data.pairs"):
+        DataConfig(source="builtin", pairs=3)

@@ -11,6 +11,12 @@ Prompts are the project's own (``ifeval_prompts.yaml``: 360 task x topic prompts
 Splits: prompts are split train / validation (``validation_prompts``); draws are split too
 (training draws vs held-out draws from another seed range). ``HELDOUT_TYPES`` (5 types from 4 of
 IFEval's categories) are never trained: their rows are split "unseen".
+
+Pairs (``pairs=n``, ``data.pairs``): n extra training rows, each under two seen types at once: the
+answer reshaped by both transformations in turn, kept only if both official checkers pass, the
+description the two instruction texts joined (as ``combine="text"`` joins them), the context the
+first type's. ``EVAL_PAIRS`` (the pairs the composition evaluation measures) are never drawn, so
+that evaluation measures pairs the model never saw together.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ log = logging.getLogger(__name__)
 
 HELDOUT_TYPES = ("startend:quotation", "detectable_format:title", "keywords:forbidden_words",
                  "length_constraints:number_paragraphs", "change_case:capital_word_frequency")
+# the pairs the composition evaluation measures (their checkers can both pass); never trained as pairs
+EVAL_PAIRS = (("punctuation:no_comma", "detectable_content:postscript"),
+              ("change_case:english_lowercase", "detectable_format:number_bullet_lists"),
+              ("detectable_format:json_format", "change_case:english_lowercase"),
+              ("detectable_content:postscript", "detectable_format:number_highlighted_sections"))
 HELDOUT_DRAW_OFFSET = 100_000  # held-out draws use seeds from here on: never a training draw's seed
 
 
@@ -115,7 +126,8 @@ class IFEvalSuite(ContextData):
 
     instructions: {description text: (instruction id, parameters)} of every draw the data holds.
     canonical: {instruction id: parameters} used to score an answer with another type's checker.
-    Extra example columns: description (the row's own), kwargs (JSON), base_answer.
+    Extra example columns: description (the row's own), kwargs (JSON), base_answer; second and
+    second_kwargs: a pair row's second type and its parameters ("" and "{}" otherwise).
     """
 
     instructions: dict = field(default_factory=dict)
@@ -169,12 +181,42 @@ def _rows(instruction_id: str, draws, prompts: list[str], answers: dict[str, str
             if ok:
                 rows.append({"context": instruction_id, "prompt": prompt, "response": target, "split": split,
                              "system": "", "description": text, "kwargs": json.dumps(kw),
-                             "base_answer": answers[prompt]})
+                             "base_answer": answers[prompt], "second": "", "second_kwargs": "{}"})
+    return rows
+
+
+def _pair_rows(seen: list[str], prompts: list[str], answers: dict[str, str], n: int, seed: int,
+               rng: random.Random) -> list[dict]:
+    """Up to ``n`` training rows under two seen types at once (see the module docstring), from training draws."""
+    from .ifeval_checkers import check, draw
+    from .ifeval_transforms import transform
+
+    excluded = {frozenset(p) for p in EVAL_PAIRS}
+    rows, tries = [], 0
+    while len(rows) < n and tries < 20 * n:
+        tries += 1
+        first, second = rng.sample(seen, 2)
+        if frozenset((first, second)) in excluded:
+            continue
+        prompt = rng.choice(prompts)
+        draws = [draw(t, seed * 10_000 + rng.randrange(10_000), "") for t in (first, second)]
+        for _, kw in draws:
+            kw.pop("prompt_to_repeat", None)
+        target = answers[prompt]
+        for t, (_, kw) in zip((first, second), draws):
+            target = transform(t, target, kw, prompt) if target is not None else None
+        if target is None or not all(check(t, kw, target, prompt) for t, (_, kw) in zip((first, second), draws)):
+            continue
+        rows.append({"context": first, "prompt": prompt, "response": target, "split": "train", "system": "",
+                     "description": f"{draws[0][0].strip()} {draws[1][0].strip()}", "kwargs": json.dumps(draws[0][1]),
+                     "base_answer": answers[prompt], "second": second, "second_kwargs": json.dumps(draws[1][1])})
+    log.info("ifeval pairs: %d rows kept from %d candidates", len(rows), tries)
     return rows
 
 
 def load_ifeval(answers: dict[str, str], seed: int = 0, train_draws: int = 24, heldout_draws: int = 8,
-                per_draw: int = 8, validation_prompts: int = 60, heldout_types=HELDOUT_TYPES) -> IFEvalSuite:
+                per_draw: int = 8, validation_prompts: int = 60, heldout_types=HELDOUT_TYPES,
+                pairs: int = 0) -> IFEvalSuite:
     """The IFEval data source (see the module docstring); per-type candidate/pass counts are logged.
 
     ``answers``: {prompt: plain answer} for every ``training_prompts()`` prompt, normally the base
@@ -213,6 +255,8 @@ def load_ifeval(answers: dict[str, str], seed: int = 0, train_draws: int = 24, h
     for t, (n, ok) in stats.items():
         log.info("ifeval %-45s %4d / %4d candidate targets pass the official checker", t, ok, n)
     seen = [t for t in types if t not in heldout_types]
+    if pairs:
+        rows += _pair_rows(seen, train_prompts, answers, pairs, seed, rng)
     suite = IFEvalSuite(Dataset.from_list(rows), train_desc, held_desc, seen, [t for t in types if t in heldout_types],
                         instructions=instructions, canonical=canonical)
     suite.pass_counts = {t: tuple(v) for t, v in stats.items()}

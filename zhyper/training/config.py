@@ -77,6 +77,9 @@ class DataConfig:
                 "plain answer as target (built-in suite; teaches that a non-instruction changes nothing)"})
     augment: int = field(default=0, metadata={
         "help": "generic rewordings added per training description (case, punctuation, frames, typos)"})
+    pairs: int = field(default=0, metadata={
+        "help": "ifeval: extra training rows under two seen types at once (both checkers pass; the two texts "
+                "joined as the description); the composition evaluation's pairs are never drawn"})
     seed: int = 0
 
     def __post_init__(self):
@@ -91,6 +94,9 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)!r}")
         if self.augment < 0:
             raise ValueError(f"data.augment must be >= 0, got {self.augment}")
+        if self.pairs < 0 or (self.pairs and self.source != "ifeval"):
+            raise ValueError(f"data.pairs: expected 0, or a count >= 1 with data.source 'ifeval', got {self.pairs} "
+                             f"with data.source {self.source!r}")
         if self.null_context and self.source not in ("builtin", "ifeval"):
             raise ValueError("data.null_context needs a plain answer for every prompt, which only the built-in "
                              f"suite and ifeval have; data.source is {self.source!r}")

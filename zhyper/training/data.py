@@ -29,14 +29,12 @@ def load_data(cfg):
     if cfg.data.source == "builtin":
         data = zdata.builtin_suite(seed=cfg.data.seed)
     elif cfg.data.source == "ifeval":
-        from zhyper.data.ifeval import load_ifeval
-
-        from zhyper.data.ifeval import read_answers, training_prompts
+        from zhyper.data.ifeval import load_ifeval, read_answers, training_prompts
         from zhyper.generation import plain_answers
 
         answers = (read_answers(cfg.data.path) if cfg.data.path  # default: the base model's own, cached
                    else plain_answers(cfg.base_model, training_prompts()))
-        data = load_ifeval(answers, seed=cfg.data.seed)
+        data = load_ifeval(answers, seed=cfg.data.seed, pairs=cfg.data.pairs)
     elif cfg.data.source == "askx":
         data = zdata.load_askx(cfg.data.path, setting=cfg.data.setting, drop_system_message=cfg.data.drop_system_message)
     else:
