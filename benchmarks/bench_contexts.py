@@ -72,14 +72,14 @@ class PeakRSS:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def build(smollm2: bool, tmp: Path):
-    """(perturbed diag ZhyperModel, the base model's HF folder or name)."""
+def build(smollm2: bool, tmp: Path, targets: tuple[str, ...] = ("q_proj", "v_proj")):
+    """(perturbed diag ZhyperModel, the base model's HF folder or name); ``targets``: SmolLM2's adapted modules."""
     from tests.model_helpers import perturb, small_config, tiny_chat_base
     from zhyper import ZhyperConfig, ZhyperModel
     from zhyper.base_model import smollm2_path
 
     if smollm2:
-        model = ZhyperModel.from_base("smollm2", ZhyperConfig(mode="diag", rank=8, target_modules=["q_proj", "v_proj"]))
+        model = ZhyperModel.from_base("smollm2", ZhyperConfig(mode="diag", rank=8, target_modules=list(targets)))
         return perturb(model, scale=0.05).eval(), smollm2_path()
     base = tiny_chat_base(tmp / "base")
     return perturb(ZhyperModel.from_base(str(base), small_config()), scale=0.3).eval(), str(base)
@@ -224,6 +224,8 @@ def parse_args(argv=None):
     p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M-Instruct instead of the tiny model")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024], help="distinct descriptions in flight")
     p.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
+    p.add_argument("--targets", default="q_proj,v_proj",
+                   help="--smollm2: the adapted modules, comma-separated (the IFEval recipe: q_proj,k_proj,v_proj,o_proj)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions")
     p.add_argument("--peft-budget-s", type=float, default=300.0, help="most seconds exporting + loading adapters")
     p.add_argument("--peft-max-rss-gb", type=float, default=16.0, help="process memory at which PEFT stops")
@@ -246,7 +248,7 @@ def main(argv=None) -> list[dict]:
     print(f"torch threads {torch.get_num_threads()}; {opts}", flush=True)
     sizes, rows = sorted(args.sizes), []
     with tempfile.TemporaryDirectory() as tmp:
-        model, base_path = build(args.smollm2, Path(tmp))
+        model, base_path = build(args.smollm2, Path(tmp), tuple(args.targets.split(",")))
         base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval()
         engine = Engine(model, max_batch=sizes[-1], max_queue=sizes[-1], cache_size=2 * sizes[-1]).start()
         peft = PeftPeer(model, base_path, descriptions(sizes[-1]), Path(tmp), args.peft_budget_s,
