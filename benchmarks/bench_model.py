@@ -26,23 +26,14 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
     os.environ.setdefault(_k, _v)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
-    args = parser.parse_args()
-
+def build_models(path):
+    """(ZhyperModel, the plain base, PEFT LoRA) on SmolLM2, training mode, every lora_B non-zero."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from zhyper import ZhyperConfig, ZhyperModel
-    from zhyper.base_model import smollm2_path
 
-    torch.manual_seed(0)
-    path = smollm2_path()
-    b, t = args.batch, args.seq
     cfg = ZhyperConfig(mode="diag", rank=8, alpha=16.0, target_modules=["q_proj", "v_proj"])
     zhyper = ZhyperModel.from_base(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), cfg).train()
     plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
@@ -55,9 +46,25 @@ def main() -> None:
         for name, p in list(zhyper.named_parameters()) + list(peft.named_parameters()):
             if "lora_B" in name:
                 p.normal_(0, 0.01)
+    return zhyper, plain, peft
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    args = parser.parse_args()
+
+    import torch
+
+    from zhyper.base_model import smollm2_path
+
+    torch.manual_seed(0)
+    b, t = args.batch, args.seq
+    zhyper, plain, peft = build_models(smollm2_path())
     ids = torch.randint(0, 49152, (b, t))
-    context = zhyper.encode_descriptions([f"Answer in the style number {i}." for i in range(b)])
+    context = zhyper.embed([f"Answer in the style number {i}." for i in range(b)])
     hypernet = zhyper.hypernet
     print(f"torch threads {torch.get_num_threads()}, batch ({b}, {t}), hypernetwork "
           f"{sum(p.numel() for p in hypernet.parameters()):,} params, grid {zhyper.layout.n_layers} x "
@@ -85,6 +92,10 @@ def main() -> None:
 
     fast = median_interleaved({"generate": generate, "generate_fwd_bwd": generate_fwd_bwd}, reps=50)
     slow = median_interleaved({"base": base_step, "zhyper": zhyper_step, "peft": peft_step}, reps=args.reps)
+    report(fast, slow)
+
+
+def report(fast: dict, slow: dict) -> None:
     print(f"base forward+backward          {slow['base'] * 1e3:9.1f} ms")
     print(f"hypernetwork generation        {fast['generate'] * 1e3:9.3f} ms  "
           f"ratio {fast['generate'] / slow['base']:.4%} of base fwd+bwd (target <= 2%)")
@@ -93,7 +104,6 @@ def main() -> None:
     print(f"PEFT LoRA forward+backward     {slow['peft'] * 1e3:9.1f} ms")
     print(f"ZhyperModel forward+backward   {slow['zhyper'] * 1e3:9.1f} ms  "
           f"ratio {slow['zhyper'] / slow['peft']:.3f}x PEFT LoRA (target <= 1.10x)")
-
 
 if __name__ == "__main__":
     main()

@@ -48,11 +48,28 @@ ALPHA = 16.0
 TARGETS = {"zl/floor": 1.05, "zl/peft": 1.00, "ref/zl": {576: 4.0, 4096: 2.0}, "mem zl/floor": 1.10}
 
 
-def make_peers(b: int, t: int, d: int, r: int, dtype: torch.dtype):
-    """Build the shared tensors and one closure per peer that runs forward and returns y."""
+def _zlinear(base: nn.Linear, A: nn.Parameter, B: nn.Parameter, r: int, mode: str) -> ZLinear:
+    """A ZLinear over ``base`` sharing the factors A, B (the peers compare the same weights)."""
+    layer = ZLinear.from_linear(base, rank=r, mode=mode, alpha=ALPHA)
+    layer.lora_A, layer.lora_B = A, B
+    return layer
+
+
+def _peft_linear(W, A, B, d: int, r: int, dtype: torch.dtype):
+    """PEFT's LoRA Linear holding the same W, A, B."""
     from peft import LoraConfig
     from peft.tuners.lora import Linear as PeftLinear
 
+    layer = PeftLinear(nn.Linear(d, d, bias=False, dtype=dtype), "default",
+                       config=LoraConfig(r=r, lora_alpha=ALPHA), r=r, lora_alpha=ALPHA)
+    layer.base_layer.weight = W
+    layer.lora_A["default"].weight = A
+    layer.lora_B["default"].weight = B
+    return layer
+
+
+def make_peers(b: int, t: int, d: int, r: int, dtype: torch.dtype):
+    """Build the shared tensors and one closure per peer that runs forward and returns y."""
     g = torch.Generator().manual_seed(0)
     s = lora_scaling(ALPHA, r)
     base = nn.Linear(d, d, bias=False, dtype=dtype).requires_grad_(False)
@@ -63,18 +80,8 @@ def make_peers(b: int, t: int, d: int, r: int, dtype: torch.dtype):
     z = (1 + 0.1 * torch.randn(b, r, generator=g)).requires_grad_(True)
     Z = (torch.eye(r) + 0.1 * torch.randn(b, r, r, generator=g)).requires_grad_(True)
 
-    zl = {}
-    for mode in ("diag", "square"):
-        layer = ZLinear.from_linear(base, rank=r, mode=mode, alpha=ALPHA)
-        layer.lora_A, layer.lora_B = A, B
-        zl[mode] = layer
-
-    peft_layer = PeftLinear(nn.Linear(d, d, bias=False, dtype=dtype), "default",
-                            config=LoraConfig(r=r, lora_alpha=ALPHA), r=r, lora_alpha=ALPHA)
-    peft_layer.base_layer.weight = W
-    peft_layer.lora_A["default"].weight = A
-    peft_layer.lora_B["default"].weight = B
-
+    zl = {mode: _zlinear(base, A, B, r, mode) for mode in ("diag", "square")}
+    peft_layer = _peft_linear(W, A, B, d, r, dtype)
     y0 = F.linear(x, W).detach()  # a constant base output, for the adapter-path-only peers
 
     def floor(base):
