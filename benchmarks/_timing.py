@@ -6,15 +6,26 @@ import statistics
 import time
 
 
-def median_interleaved(fns: dict, reps: int) -> dict:
-    """Median wall time of each callable after one warm-up call each; the callables take turns in
-    every repetition, so a change in machine load hits all of them alike."""
+def interleaved(fns: dict, reps: int) -> dict[str, list[float]]:
+    """Wall times of each callable over ``reps`` repetitions, after one warm-up call each; the callables
+    take turns in every repetition (alternating order), so a change in machine load hits all of them alike."""
     times = {k: [] for k in fns}
     for fn in fns.values():  # warm-up (caches, lazy loads, kernels)
         fn()
-    for _ in range(reps):
-        for k, fn in fns.items():
+    for rep in range(reps):
+        for k, fn in (fns.items() if rep % 2 == 0 else reversed(fns.items())):
             t = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def median_interleaved(fns: dict, reps: int) -> dict:
+    """Median wall time of each callable (``interleaved``)."""
+    return {k: statistics.median(v) for k, v in interleaved(fns, reps).items()}
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> tuple[float, float, float]:
+    """(median, min, max) of the per-repetition ratios ``num / den`` (each pair timed back to back)."""
+    ratios = sorted(a / b for a, b in zip(times[num], times[den]))
+    return statistics.median(ratios), ratios[0], ratios[-1]

@@ -124,7 +124,32 @@ def throughput(model, base, sizes, tokens, reps, tmp: Path) -> list[dict]:
     return rows
 
 
-def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], dict]:
+def http_overhead(engine, loop, one, c: int, tokens: int, reps: int) -> dict:
+    """The same ``c`` requests (prompts, descriptions, tokens) over HTTP from ``c`` concurrent clients against
+    one library call, in turns; the ratio's median and range over the repetitions."""
+    from _timing import interleaved, paired_ratio
+
+    ps, ds = [PROMPTS[k % len(PROMPTS)] for k in range(c)], descriptions(c, offset=1000)
+
+    def over_http():
+        async def all_():
+            await asyncio.gather(*(one(p, d) for p, d in zip(ps, ds)))
+        loop.run_until_complete(all_())
+
+    def library():
+        engine.generate(ps, ds, max_tokens=tokens, ignore_eos=True)
+
+    times = interleaved({"http": over_http, "library": library}, reps)
+    ratio, low, high = paired_ratio(times, "http", "library")
+    row = {"clients": c, "http_s": statistics.median(times["http"]), "library_s": statistics.median(times["library"]),
+           "overhead": ratio - 1.0, "low": low - 1.0, "high": high - 1.0, "reps": reps}
+    print(f"HTTP overhead at {c} clients ({tokens} tokens): HTTP {row['http_s']:.3f} s vs library "
+          f"{row['library_s']:.3f} s -> {100 * row['overhead']:+.1f} % (paired, {reps} reps: "
+          f"{100 * row['low']:+.1f} .. {100 * row['high']:+.1f} %; target <= +5 %)", flush=True)
+    return row
+
+
+def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], list[dict]]:
     import openai
 
     from zhyper.serving.app import BackgroundServer, create_app
@@ -133,7 +158,7 @@ def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], di
     c_max = max(clients_list)
     engine = Engine(model, max_batch=c_max, max_queue=4 * c_max * requests, cache_size=4 * c_max * requests)
     server = BackgroundServer(create_app(engine, {}))
-    rows, overhead = [], {}
+    rows, overhead = [], []
     try:
         client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=600,
                                     http_client=None)
@@ -163,22 +188,7 @@ def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], di
             rows.append({"clients": c, "requests": len(lat), "p50_s": p50, "p95_s": p95})
             print(f"clients={c:3d}  {len(lat):3d} requests  latency p50 {p50:.3f} s  p95 {p95:.3f} s", flush=True)
 
-        # HTTP overhead: the same c_max requests (same prompts, descriptions, tokens) over HTTP vs the library
-        ps, ds = [PROMPTS[k % len(PROMPTS)] for k in range(c_max)], descriptions(c_max, offset=1000)
-
-        def over_http():
-            async def all_():
-                await asyncio.gather(*(one(p, d) for p, d in zip(ps, ds)))
-            loop.run_until_complete(all_())
-
-        def library():
-            engine.generate(ps, ds, max_tokens=tokens, ignore_eos=True)
-
-        t = median_interleaved({"http": over_http, "library": library}, reps)
-        overhead = {"clients": c_max, "http_s": t["http"], "library_s": t["library"],
-                    "overhead": t["http"] / t["library"] - 1.0}
-        print(f"HTTP overhead at {c_max} clients: HTTP {t['http']:.3f} s vs library {t['library']:.3f} s -> "
-              f"{100 * overhead['overhead']:+.1f} %", flush=True)
+        overhead = [http_overhead(engine, loop, one, c, tokens, reps) for c in clients_list if c > 1]
         loop.run_until_complete(client.close())
         loop.close()
     finally:
@@ -190,13 +200,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that every part runs")
     parser.add_argument("--sizes", type=int, nargs="+", help="descriptions in flight (default 1 8 32 64)")
-    parser.add_argument("--clients", type=int, nargs="+", help="concurrent HTTP clients (default 1 8 32)")
+    parser.add_argument("--clients", type=int, nargs="+", help="concurrent HTTP clients (default 1 8 32 64)")
+    parser.add_argument("--skip-throughput", action="store_true", help="the HTTP latency and overhead only")
     parser.add_argument("--tokens", type=int, help="tokens generated per request (default 32)")
     parser.add_argument("--requests", type=int, help="requests per client in the latency runs (default 3)")
     parser.add_argument("--reps", type=int, help="timed repetitions (default 3)")
     args = parser.parse_args()
     quick = dict(sizes=[1, 4], clients=[1, 4], tokens=8, requests=1, reps=1)
-    full = dict(sizes=[1, 8, 32, 64], clients=[1, 8, 32], tokens=32, requests=3, reps=3)
+    full = dict(sizes=[1, 8, 32, 64], clients=[1, 8, 32, 64], tokens=32, requests=3, reps=3)
     opts = {k: getattr(args, k) if getattr(args, k) is not None else (quick if args.quick else full)[k] for k in full}
 
     import torch
@@ -204,14 +215,16 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}; {opts}")
     with tempfile.TemporaryDirectory() as tmp:
         model, base = build(Path(tmp))
-        rows = throughput(model, base, opts["sizes"], opts["tokens"], opts["reps"], Path(tmp))
+        rows = [] if args.skip_throughput else throughput(model, base, opts["sizes"], opts["tokens"], opts["reps"],
+                                                           Path(tmp))
     del base
     lat, overhead = latency(model, opts["clients"], opts["requests"], opts["tokens"], opts["reps"])
-    last = rows[-1]
-    print(f"\nsummary: at n={last['n']}: {last['vs_base']:.3f}x the base model (target >= 0.95 at n=64), "
-          f"{last['vs_peft']:.2f}x PEFT's mixed-adapter batch (target >= 3 at n=64), "
-          f"{last['vs_one_description']:.3f}x one description; HTTP overhead at {overhead['clients']} clients "
-          f"{100 * overhead['overhead']:+.1f} % (target <= 5 % at 32)")
+    http = ", ".join(f"{o['clients']} clients {100 * o['overhead']:+.1f} %" for o in overhead)
+    scale = "" if not rows else (
+        f"at n={rows[-1]['n']}: {rows[-1]['vs_base']:.3f}x the base model (target >= 0.95 at n=64), "
+        f"{rows[-1]['vs_peft']:.2f}x PEFT's mixed-adapter batch (target >= 3 at n=64), "
+        f"{rows[-1]['vs_one_description']:.3f}x one description; ")
+    print(f"\nsummary: {scale}HTTP overhead {http} (target <= +5 % at 8, 32, 64)")
 
 
 if __name__ == "__main__":
