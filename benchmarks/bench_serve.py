@@ -156,7 +156,9 @@ def latency(model, clients_list, requests, tokens, reps) -> tuple[list[dict], li
     from zhyper.serving.engine import Engine
 
     c_max = max(clients_list)
-    engine = Engine(model, max_batch=c_max, max_queue=4 * c_max * requests, cache_size=4 * c_max * requests)
+    # the admission window `zhyper serve` uses by default (--admit-window-ms 5): clients a few ms apart share a prefill
+    engine = Engine(model, max_batch=c_max, max_queue=4 * c_max * requests, cache_size=4 * c_max * requests,
+                    admit_window=0.005)
     server = BackgroundServer(create_app(engine, {}))
     rows, overhead = [], []
     try:
