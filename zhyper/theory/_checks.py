@@ -65,3 +65,13 @@ def check_sigma(sigma, shape: tuple[int, ...]) -> torch.Tensor:
         raise ValueError(f"sigma has shape {tuple(sigma.shape)}; expected (S, {', '.join(map(str, shape))}) "
                          "with S >= 1 draws")
     return sigma
+
+
+class ReadoutShape:
+    """The Rademacher signs' shape of a class whose output is a scalar (readout u given) or the d_out vector."""
+
+    readout: torch.Tensor | None
+    out_features: int
+
+    def sigma_shape(self, n: int) -> tuple[int, ...]:
+        return (n,) if self.readout is not None else (n, self.out_features)

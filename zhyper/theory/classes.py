@@ -31,25 +31,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ._checks import check_inputs, check_matrix, check_radius, check_readout, check_sigma
+from ._checks import ReadoutShape, check_inputs, check_matrix, check_radius, check_readout, check_sigma
 from .bounds import l2_ball_bound, linf_ball_bound
 
 DIAG_NORMS = ("l2", "linf")
 SQUARE_NORMS = ("frobenius", "spectral")
 
 
-class _SharedFactors:
-    """Fields and helpers common to the diag and square classes (A, B fixed)."""
+@dataclass(eq=False)
+class _SharedFactors(ReadoutShape):
+    """Fields and helpers common to the diag and square classes (A, B fixed); a subclass names its
+    ``NORMS`` and overrides ``norm``'s default."""
 
     lora_A: torch.Tensor
     lora_B: torch.Tensor
-    radius: float
-    norm: str
-    scaling: float
-    readout: torch.Tensor | None
+    radius: float = 1.0
+    norm: str = ""
+    scaling: float = 1.0
+    readout: torch.Tensor | None = None
+    NORMS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        self._validate(self.NORMS)
 
     def _validate(self, norms: tuple[str, ...]) -> None:
         self.lora_A = check_matrix("lora_A", self.lora_A)
@@ -86,9 +93,6 @@ class _SharedFactors:
     def sup_is_exact(self) -> bool:
         return True
 
-    def sigma_shape(self, n: int) -> tuple[int, ...]:
-        return (n,) if self.readout is not None else (n, self.out_features)
-
     def _rank_inputs(self, x: torch.Tensor) -> torch.Tensor:
         x = check_inputs(x, self.in_features)
         return x @ self.lora_A.to(x.dtype).T  # (N, r)
@@ -108,15 +112,8 @@ class DiagClass(_SharedFactors):
     lora_A (r, d_in), lora_B (d_out, r) fixed; readout u (d_out,) or None (vector output).
     """
 
-    lora_A: torch.Tensor
-    lora_B: torch.Tensor
-    radius: float = 1.0
     norm: str = "l2"
-    scaling: float = 1.0
-    readout: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        self._validate(DIAG_NORMS)
+    NORMS: ClassVar[tuple[str, ...]] = DIAG_NORMS
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """ψ (N, r) such that Jensen's bound applies coordinate-wise: E g_j² = Σ_i ψ_ij² / N².
@@ -176,15 +173,8 @@ class DiagClass(_SharedFactors):
 class SquareClass(_SharedFactors):
     """{x -> uᵀ (s B Z A) x : ‖Z‖ <= ρ}, Frobenius (``"frobenius"``) or spectral (``"spectral"``) norm."""
 
-    lora_A: torch.Tensor
-    lora_B: torch.Tensor
-    radius: float = 1.0
     norm: str = "frobenius"
-    scaling: float = 1.0
-    readout: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        self._validate(SQUARE_NORMS)
+    NORMS: ClassVar[tuple[str, ...]] = SQUARE_NORMS
 
     def _gram(self, sigma: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """G (S, r, r) = (s/N) Σ_i T_i a_iᵀ (vector output)."""

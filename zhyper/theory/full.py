@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_inputs, check_radius, check_readout, check_sigma
+from ._checks import ReadoutShape, check_inputs, check_radius, check_readout, check_sigma
 from .bounds import l2_ball_bound, linf_ball_bound
 
 FULL_NORMS = ("frobenius", "entrywise")
@@ -68,7 +68,7 @@ def inf_to_one_norm(g: torch.Tensor, exact_limit: int = 12, restarts: int = 8, i
 
 
 @dataclass(eq=False)
-class FullClass:
+class FullClass(ReadoutShape):
     """Both factors free: A (r, d_in), B (d_out, r) in Frobenius balls or entry-wise boxes.
 
     radius_a, radius_b: ρ_A, ρ_B (Frobenius) or the box half-widths a, b (entry-wise).
@@ -101,9 +101,6 @@ class FullClass:
     def sup_is_exact(self) -> bool:
         return (self.readout is not None or self.norm == "frobenius"
                 or min(self.in_features, self.out_features) <= self.exact_limit)
-
-    def sigma_shape(self, n: int) -> tuple[int, ...]:
-        return (n,) if self.readout is not None else (n, self.out_features)
 
     @property
     def _factor(self) -> float:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_inputs, check_readout, check_sigma
+from ._checks import ReadoutShape, check_inputs, check_readout, check_sigma
 from .bounds import massart_bound
 
 
 @dataclass(eq=False)
-class RealisedClass:
+class RealisedClass(ReadoutShape):
     """layer: a ZLinear (any mode); modulations (C, *layer.modulation_shape); readout u or None."""
 
     layer: torch.nn.Module
@@ -56,9 +56,6 @@ class RealisedClass:
     @property
     def sup_is_exact(self) -> bool:
         return True
-
-    def sigma_shape(self, n: int) -> tuple[int, ...]:
-        return (n,) if self.readout is not None else (n, self.out_features)
 
     def outputs_table(self, x: torch.Tensor) -> torch.Tensor:
         """F (C, N) = uᵀ ΔW_c x_i (scalar) or (C, N, d_out) = ΔW_c x_i (vector); a loop over contexts."""
