@@ -92,3 +92,21 @@ def test_describe_gap_uses_two_standard_errors(gap, se, verdict):
 
     text = describe_gap(gap, se)
     assert verdict in text and f"{gap:+.4f}" in text and f"{2 * se:.4f}" in text
+
+
+def test_context_gaps_are_each_contexts_own_paired_gap():
+    from zhyper.evaluation.losses import EvalItem, context_gaps
+    from zhyper.evaluation.report import gap_lines
+
+    items = [EvalItem("p", "r", "", c, "d") for c in ("china", "africa", "china", "africa", "china", "africa")]
+    n = torch.full((6,), 10.0, dtype=torch.float64)
+    wrong = torch.full((6,), 30.0, dtype=torch.float64)
+    right = torch.tensor([20.0, 31.0, 21.0, 29.0, 19.0, 30.0], dtype=torch.float64)  # china helped, africa not
+    out = context_gaps("seen", items, (right, n), (wrong, n))
+    torch.testing.assert_close(out["seen_gap/china"], paired_gap((right[[0, 2, 4]], n[:3]), (wrong[:3], n[:3]))[0])
+    assert out["seen_gap/china"] < -0.9 and abs(out["seen_gap/africa"]) < 0.1  # the twin: they differ
+    lines = gap_lines(out)
+    assert any("context china" in line and "clearly negative" in line for line in lines)
+    assert any("context africa" in line and "not distinguishable" in line for line in lines)
+    one = [EvalItem("p", "r", "", "china", "d")] * 6  # a single context: nothing per context
+    assert context_gaps("seen", one, (right, n), (wrong, n)) == {}

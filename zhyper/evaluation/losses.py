@@ -158,17 +158,37 @@ def _gap_metrics(prefix: str, forward, collator, encode, data, split: str, rank:
                  max_examples: int, batch_size: int, sources: tuple[str, ...]) -> dict[str, float]:
     """Losses of ``split`` under each description source, and each source's paired gap against "wrong"."""
     out: dict[str, float] = {}
-    scored = {}
+    scored, heldout_items = {}, []
     for source in ("wrong", *sources):
         items = eval_items(data, split, max_examples, description=source)
         if items:
             scored[source] = example_losses(forward, collator, encode, items, rank, world, batch_size)
+            heldout_items = items if source == "heldout" else heldout_items
     for source, (loss, n) in scored.items():
         name = f"val_{prefix}_loss" if source == "heldout" else f"val_{prefix}_{source}_loss"
         out[name] = float(loss.sum() / n.sum().clamp_min(1))
         if source != "wrong" and "wrong" in scored:
             gap = f"{prefix}_gap" if source == "heldout" else f"{prefix}_{source}_gap"
             out[gap], out[f"{gap}_se"] = paired_gap(scored[source], scored["wrong"])
+    if "heldout" in scored and "wrong" in scored:
+        out.update(context_gaps(prefix, heldout_items, scored["heldout"], scored["wrong"]))
+    return out
+
+
+MAX_CONTEXT_GAPS = 8  # per-context gaps are reported for runs with at most this many contexts (e.g. cultures)
+
+
+def context_gaps(prefix: str, items: list[EvalItem], right, wrong) -> dict[str, float]:
+    """``{prefix}_gap/<context>`` and its ``_se``: the paired gap on each context's own examples (the same
+    rows, its own held-out description against another context's), when there are 2..MAX_CONTEXT_GAPS."""
+    contexts = sorted({it.context for it in items})
+    if not 2 <= len(contexts) <= MAX_CONTEXT_GAPS:
+        return {}
+    out = {}
+    for c in contexts:
+        idx = torch.tensor([i for i, it in enumerate(items) if it.context == c])
+        g, se = paired_gap((right[0][idx], right[1][idx]), (wrong[0][idx], wrong[1][idx]))
+        out[f"{prefix}_gap/{c}"], out[f"{prefix}_gap_se/{c}"] = g, se
     return out
 
 

@@ -36,9 +36,15 @@ def _pct(p: float, n: int | None = None) -> str:
 
 
 def gap_lines(metrics: dict[str, float]) -> list[str]:
-    """One sentence per gap present in ``metrics``."""
-    return [describe_gap(metrics[k], metrics[f"{k}_se"], f"Gap, {what}:") for k, what in GAPS
-            if k in metrics and f"{k}_se" in metrics]
+    """One sentence per gap present in ``metrics``, then one per context's own gap (``{split}_gap/<context>``)."""
+    lines = [describe_gap(metrics[k], metrics[f"{k}_se"], f"Gap, {what}:") for k, what in GAPS
+             if k in metrics and f"{k}_se" in metrics]
+    for key in sorted(k for k in metrics if "_gap/" in k):
+        split, context = key.split("_gap/", 1)
+        se = metrics.get(f"{split}_gap_se/{context}")
+        if se is not None:
+            lines.append(describe_gap(metrics[key], se, f"Gap, {split} context {context} (its own examples):"))
+    return lines
 
 
 def compliance_markdown(result) -> str:
