@@ -114,6 +114,8 @@ def prepare_data(cfg, rank: int, world: int, device) -> RunData:
     texts = {d for pool in (descriptions, data.heldout_descriptions, data.paraphrases) for ds in pool.values()
              for d in ds}
     texts |= {t for _, t in control_descriptions(cfg.eval.controls, "eval")} | {"none"}
+    if "description" in data.examples.column_names:  # rows with a description of their own (ifeval, pairs)
+        texts |= {d for d in data.examples.unique("description") if d}
     encoder = ContextEncoder(cfg.model.encoder, pooling=cfg.model.encoder_pooling)
     table = DescriptionTable.build(encoder, texts, device)
     center = None
