@@ -149,14 +149,14 @@ def http_overhead(engine, loop, one, c: int, tokens: int, reps: int) -> dict:
     return row
 
 
-def latency(model, clients_list, requests, tokens, reps, admit_window: float = 0.005) -> tuple[list[dict], list[dict]]:
+def latency(model, clients_list, requests, tokens, reps, admit_window: float = 0.020) -> tuple[list[dict], list[dict]]:
     import openai
 
     from zhyper.serving.app import BackgroundServer, create_app
     from zhyper.serving.engine import Engine
 
     c_max = max(clients_list)
-    # admit_window: `zhyper serve`'s default is 5 ms (--admit-window-ms): clients a few ms apart share a prefill
+    # admit_window: `zhyper serve`'s default is 20 ms (--admit-window-ms): clients a few ms apart share a prefill
     engine = Engine(model, max_batch=c_max, max_queue=4 * c_max * requests, cache_size=4 * c_max * requests,
                     admit_window=admit_window)
     server = BackgroundServer(create_app(engine, {}))
@@ -204,8 +204,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="descriptions in flight (default 1 8 32 64)")
     parser.add_argument("--clients", type=int, nargs="+", help="concurrent HTTP clients (default 1 8 32 64)")
     parser.add_argument("--skip-throughput", action="store_true", help="the HTTP latency and overhead only")
-    parser.add_argument("--admit-window-ms", type=float, default=5.0, help="the engine's admission window (serve's "
-                        "default 5)")
+    parser.add_argument("--admit-window-ms", type=float, default=20.0, help="the engine's admission window (serve's "
+                        "default 20)")
     parser.add_argument("--tokens", type=int, help="tokens generated per request (default 32)")
     parser.add_argument("--requests", type=int, help="requests per client in the latency runs (default 3)")
     parser.add_argument("--reps", type=int, help="timed repetitions (default 3)")

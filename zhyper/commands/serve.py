@@ -23,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="most requests decoded together in one batch (default 32)")
     parser.add_argument("--max-queue", type=option(positive_int, int), default=256,
                         help="most requests waiting for a batch slot; more are answered 429 (default 256)")
-    parser.add_argument("--admit-window-ms", type=option(in_range, float, low=0, high=10_000), default=5.0,
-                        help="a waiting request waits up to this long for others to share its prefill (default 5; "
+    parser.add_argument("--admit-window-ms", type=option(in_range, float, low=0, high=10_000), default=20.0,
+                        help="a waiting request waits up to this long for others to share its prefill (default 20; "
                         "0: none); running rows keep decoding meanwhile")
     parser.add_argument("--cache-size", type=option(non_negative_int, int), default=1024,
                         help="descriptions whose modulation is kept (LRU; 0 disables the cache; default 1024)")
