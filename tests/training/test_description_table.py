@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
-from zhyper.data.ifeval import training_prompts
-
-ANSWER = ("{t} is worth learning about, usually step by step. It helps people in daily life. Many find it "
-          "rewarding over time. Start small and keep going.")
+from tests.training.test_train_ifeval import write_answers
 
 
 def test_pair_rows_joined_descriptions_are_in_the_table(tmp_path):
     from zhyper.training.config import load_config
     from zhyper.training.data import prepare_data
 
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps({"prompt": p, "answer": ANSWER.format(t=p.split()[-1].rstrip("?."))})
-                               + "\n" for p in training_prompts()))
+    answers = write_answers(tmp_path / "answers.jsonl")
     cfg = load_config("launch/configs/ifeval.yaml", [f"data.path={answers}", "data.pairs=12", "eval.controls=2"])
     run = prepare_data(cfg, 0, 1, "cpu")
     own = [d for d in run.rows.unique("description") if d]

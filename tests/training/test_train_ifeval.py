@@ -19,10 +19,15 @@ SENTENCES = ("{t} is worth learning about, usually step by step. It helps people
              "rewarding and fun. Start small and keep going. Ask others for advice when stuck.")
 
 
+def write_answers(path):
+    """A JSONL of plain answers (five sentences naming the prompt's topic) to every training prompt."""
+    path.write_text("".join(json.dumps({"prompt": p, "answer": SENTENCES.format(t=p.split()[-1].rstrip("?."))})
+                            + "\n" for p in training_prompts()))
+    return path
+
+
 def test_ifeval_source_trains_and_scores_with_the_official_checkers(tmp_path):
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps({"prompt": p, "answer": SENTENCES.format(t=p.split()[-1].rstrip("?."))})
-                               + "\n" for p in training_prompts()))
+    answers = write_answers(tmp_path / "answers.jsonl")
     out = _train(tmp_path / "run", "data.source=ifeval", f"data.path={answers}", "data.null_context=true",
                  "data.max_length=160", "eval.generate=true", "eval.prompts=1", "eval.controls=2",
                  "eval.max_new_tokens=4", "eval.base_prompt=false", "eval.retention=2", "eval.retention_tokens=4",
