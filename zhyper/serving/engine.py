@@ -556,7 +556,9 @@ class Engine:
         A row whose logits are not finite or constant (every token equally likely: what a final norm
         gives when the activations overflowed float32), or whose sampling raises, fails alone.
         """
-        finite = (torch.isfinite(logits).all(-1) & (logits.amax(-1) > logits.amin(-1))).tolist()
+        # amax / amin propagate NaN and carry ±inf, so checking the two per row replaces a pass over every logit
+        high, low = logits.amax(-1), logits.amin(-1)
+        finite = (torch.isfinite(high) & torch.isfinite(low) & (high > low)).tolist()
         tokens = logits.argmax(-1)
         for i, row in enumerate(rows):
             if row.finished or row.request.cancelled:
