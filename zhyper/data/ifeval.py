@@ -188,7 +188,7 @@ def _rows(instruction_id: str, draws, prompts: list[str], answers: dict[str, str
 def _pair_rows(seen: list[str], prompts: list[str], answers: dict[str, str], n: int, seed: int,
                rng: random.Random) -> list[dict]:
     """Up to ``n`` training rows under two seen types at once (see the module docstring), from training draws."""
-    from .ifeval_checkers import check, draw
+    from .ifeval_checkers import check
     from .ifeval_transforms import transform
 
     excluded = {frozenset(p) for p in EVAL_PAIRS}
@@ -199,9 +199,7 @@ def _pair_rows(seen: list[str], prompts: list[str], answers: dict[str, str], n: 
         if frozenset((first, second)) in excluded:
             continue
         prompt = rng.choice(prompts)
-        draws = [draw(t, seed * 10_000 + rng.randrange(10_000), "") for t in (first, second)]
-        for _, kw in draws:
-            kw.pop("prompt_to_repeat", None)
+        draws = [_draws(t, [seed * 10_000 + rng.randrange(10_000)], lambda s: "")[0][:2] for t in (first, second)]
         target = answers[prompt]
         for t, (_, kw) in zip((first, second), draws):
             target = transform(t, target, kw, prompt) if target is not None else None
