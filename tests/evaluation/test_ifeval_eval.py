@@ -87,6 +87,16 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys):
     assert report["metrics"]["zhyper/all"]["prompts"] == 2
     answers = [json.loads(line) for line in (out / "answers_zhyper.jsonl").read_text().splitlines()]
     assert [a["key"] for a in answers] == [1, 2]
+    # resume: an answer already in --out is reused (marked here, to see it), the missing one generated
+    path = out / "answers_zhyper.jsonl"
+    path.write_text(json.dumps({**answers[0], "response": "MARK"}) + "\n")
+    args = ["eval", "ifeval", "--checkpoint", str(ckpt), "--data", str(data), "--max-new-tokens", "4",
+            "--conditions", "zhyper", "--out", str(out)]
+    assert main(args) == 0
+    again = [json.loads(line) for line in path.read_text().splitlines()]
+    assert again[0]["response"] == "MARK" and [a["key"] for a in again] == [1, 2, 3]
+    assert main([*args, "--fresh"]) == 0  # twin: --fresh generates the marked answer again
+    assert json.loads(path.read_text().splitlines()[0])["response"] == answers[0]["response"]
 
 
 def test_the_same_answer_always_gets_the_same_score():

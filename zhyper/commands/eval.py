@@ -2,7 +2,10 @@
 
 Answers IFEval's prompts with adapters off (the base model) and with Zhyper (the prompt's own
 instruction texts as the description), scores them with if-verifiable's official checkers and
-writes ``ifeval.md`` / ``ifeval.json`` / ``answers_<condition>.jsonl`` to ``--out``.
+writes ``ifeval.md`` / ``ifeval.json`` / ``answers_<condition>.jsonl`` to ``--out``. Answers are
+appended to ``answers_<condition>.jsonl`` as they are generated: the same command after a crash or
+an interrupt resumes, and a longer ``--limit`` reuses the answers already given (same checkpoint
+files, base, condition and ``--max-new-tokens``); ``--fresh`` generates every answer again.
 """
 
 from __future__ import annotations
@@ -26,17 +29,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="most tokens per answer (default 256)")
     parser.add_argument("--batch-size", type=option(positive_int, int), default=8, help="prompts per batch (default 8)")
     parser.add_argument("--out", required=True, help="folder for ifeval.md, ifeval.json and the answers")
+    parser.add_argument("--fresh", action="store_true",
+                        help="generate every answer again (default: reuse the answers already in --out that the same "
+                             "checkpoint, base, condition and --max-new-tokens gave)")
     parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
     from zhyper.evaluation import ifeval
+    from zhyper.evaluation.journal import checkpoint_digest
     from zhyper.model import ZhyperModel
 
     rows = ifeval.load_prompts(args.data, limit=args.limit)
     model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
+    run = {"checkpoint": checkpoint_digest(args.checkpoint), "base": args.base}
     results = ifeval.evaluate(model, rows, args.conditions, max_new_tokens=args.max_new_tokens,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, journal_dir=args.out, run=run, reuse=not args.fresh)
     out = ifeval.write(results, rows, args.out)
     print((out / "ifeval.md").read_text(encoding="utf-8"))
     print(f"answers and ifeval.json in {out}")

@@ -175,15 +175,25 @@ def heldout_only(types: Sequence[str]) -> Callable[[dict], bool]:
 
 
 def answer_all(answer: AnswerFn, rows: Sequence[dict], descriptions: list[str] | None, batch_size: int,
-               desc: str, progress: bool = True) -> list[str]:
-    """``answer(prompts, descriptions)`` over batches of similar-length prompts; answers in row order."""
+               desc: str, progress: bool = True, journal=None) -> list[str]:
+    """``answer(prompts, descriptions)`` over batches of similar-length prompts; answers in row order.
+
+    With an ``AnswerJournal``, the answers it already holds for this run are reused and each new
+    batch is appended to it as soon as it is generated.
+    """
     from tqdm import tqdm
 
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["prompt"]))
-    out: list[str] = [""] * len(rows)
+    done = journal.load() if journal is not None else {}
+    out: list[str | None] = [done.get(str(r["key"])) for r in rows]
+    todo = [i for i, a in enumerate(out) if a is None]
+    if len(todo) < len(rows):
+        log.info("%s: %d of %d answers reused from %s", desc, len(rows) - len(todo), len(rows), journal.path)
+    order = sorted(todo, key=lambda i: len(rows[i]["prompt"]))
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
         idx = order[start:start + batch_size]
         got = answer([rows[i]["prompt"] for i in idx], None if descriptions is None else [descriptions[i] for i in idx])
+        if journal is not None:
+            journal.append([rows[i] for i in idx], got)
         for i, a in zip(idx, got):
             out[i] = a
     return out
@@ -212,9 +222,17 @@ def _descriptions(rows: Sequence[dict], condition: str) -> list | None:
 
 
 def evaluate(model, rows: Sequence[dict], conditions: Sequence[str] = CONDITIONS[:2], max_new_tokens: int = 256,
-             batch_size: int = 8, heldout_types: Sequence[str] | None = None, progress: bool = True) -> dict:
-    """{condition: {"answers": [...], subset: Scores for each of SUBSETS}} for a ZhyperModel on IFEval rows."""
+             batch_size: int = 8, heldout_types: Sequence[str] | None = None, progress: bool = True,
+             journal_dir: str | Path | None = None, run: dict | None = None, reuse: bool = True) -> dict:
+    """{condition: {"answers": [...], "run": fingerprint, subset: Scores for each of SUBSETS}} on IFEval rows.
+
+    ``journal_dir``: keep each condition's answers in ``answers_<condition>.jsonl`` there as they
+    arrive and reuse those of the same run (``run``: what else fixes the answers, e.g. the
+    checkpoint's digest; the condition and ``max_new_tokens`` are added); ``reuse=False`` generates
+    every answer again (appended: the new lines win over the old ones later).
+    """
     from zhyper.data.ifeval import HELDOUT_TYPES
+    from zhyper.evaluation.journal import AnswerJournal, fingerprint
 
     bad = [c for c in conditions if c not in CONDITIONS]
     if bad or not conditions:
@@ -223,9 +241,12 @@ def evaluate(model, rows: Sequence[dict], conditions: Sequence[str] = CONDITIONS
             "multi": lambda row: len(row["instruction_id_list"]) >= 2}
     out = {}
     for cond in conditions:
+        fp = fingerprint({**(run or {}), "condition": cond, "max_new_tokens": max_new_tokens})
+        journal = None if journal_dir is None else AnswerJournal(Path(journal_dir) / f"answers_{cond}.jsonl", fp,
+                                                                  reuse=reuse)
         fn = zhyper_answerer(model, max_new_tokens, cond)
-        answers = answer_all(fn, rows, _descriptions(rows, cond), batch_size, cond, progress)
-        out[cond] = {"answers": answers, **{name: score(rows, answers, k) for name, k in keep.items()}}
+        answers = answer_all(fn, rows, _descriptions(rows, cond), batch_size, cond, progress, journal)
+        out[cond] = {"answers": answers, "run": fp, **{name: score(rows, answers, k) for name, k in keep.items()}}
     return out
 
 
@@ -256,11 +277,13 @@ def report(results: dict, rows: Sequence[dict]) -> tuple[str, dict]:
             cells.append(f"{loose / n:.2f} ({n})" if n else "–")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     per_type = {c: {t: v for t, v in res["all"].per_type.items()} for c, res in results.items()}
-    return "\n".join(lines) + "\n", {"metrics": summary, "per_type": per_type}
+    runs = {c: res.get("run") for c, res in results.items()}
+    return "\n".join(lines) + "\n", {"metrics": summary, "per_type": per_type, "runs": runs}
 
 
 def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
     """``ifeval.md``, ``ifeval.json`` and ``answers_<condition>.jsonl`` into ``out_dir`` (atomically)."""
+    from zhyper.evaluation.journal import AnswerJournal
     from zhyper.io import atomic_folder
 
     md, js = report(results, rows)
@@ -268,7 +291,7 @@ def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
         (tmp / "ifeval.md").write_text(md, encoding="utf-8")
         (tmp / "ifeval.json").write_text(json.dumps(js, indent=2), encoding="utf-8")
         for cond, res in results.items():
-            with open(tmp / f"answers_{cond}.jsonl", "w", encoding="utf-8") as f:
-                for row, a in zip(rows, res["answers"]):
-                    f.write(json.dumps({"key": row["key"], "prompt": row["prompt"], "response": a}) + "\n")
+            journal = AnswerJournal(tmp / f"answers_{cond}.jsonl", res.get("run"))
+            with open(journal.path, "w", encoding="utf-8") as f:  # row order; replaces the journal of the run
+                f.writelines(journal.line(row, a) for row, a in zip(rows, res["answers"]))
     return Path(out_dir)
