@@ -45,6 +45,32 @@ class LoRABaseline(nn.Module):
         name = getattr(getattr(base, "config", None), "_name_or_path", None) or None
         return cls(get_peft_model(base, lora), config, tokenizer, name)
 
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, base_model: str | None = None) -> "LoRABaseline":
+        """Load a ``save_pretrained`` folder (a PEFT adapter) onto its recorded base, or ``base_model``."""
+        import json
+
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from zhyper.bases import resolve_base
+
+        config_file = Path(folder) / "adapter_config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{folder}: no adapter_config.json; expected a PEFT adapter folder "
+                                    "(LoRABaseline.save_pretrained, a LoRA run's final/)")
+        record = json.loads(config_file.read_text(encoding="utf-8"))
+        base_id = base_model or record.get("base_model_name_or_path")
+        if not base_id:
+            raise ValueError(f"{config_file} records no base_model_name_or_path; pass base_model= (--base)")
+        path = resolve_base(base_id)
+        base = AutoModelForCausalLM.from_pretrained(path).requires_grad_(False)
+        targets = record.get("target_modules") or []
+        config = ZhyperConfig(rank=record["r"], alpha=float(record["lora_alpha"]),
+                              target_modules=targets if isinstance(targets, str) else sorted(targets))
+        return cls(PeftModel.from_pretrained(base, str(folder)), config, AutoTokenizer.from_pretrained(path),
+                   str(base_id))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, context_embeddings: torch.Tensor | None = None, **kwargs):
         """The LoRA model's output; ``context_embeddings`` is accepted and ignored (no hypernetwork)."""

@@ -108,3 +108,34 @@ def test_the_same_answer_always_gets_the_same_score():
     assert all(ifeval.score_answer(row, answer) == first for _ in range(20))
     others = {str(ifeval.score_answer(dict(row, key=k), answer)) for k in range(40)}  # twin: the draw varies by row
     assert len(others) > 1
+
+
+@pytest.mark.slow
+def test_a_lora_adapter_folder_is_evaluated_like_a_checkpoint(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.model_helpers import small_config, tiny_chat_base
+    from zhyper.baselines import LoRABaseline
+    from zhyper.cli import main
+
+    base = tiny_chat_base(tmp_path / "base")
+    lora = LoRABaseline.from_base(AutoModelForCausalLM.from_pretrained(base), small_config()).eval()
+    with torch.no_grad():  # a trained adapter: B away from its zero start
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    lora.save_pretrained(tmp_path / "lora")
+    loaded = LoRABaseline.from_pretrained(tmp_path / "lora").eval()
+    ids = torch.tensor([[1, 5, 9, 13]])
+    torch.testing.assert_close(loaded(ids).logits, lora(ids).logits)
+    with loaded.adapters_off():  # twin: the adapter changes the output
+        assert not torch.allclose(loaded(ids).logits, lora(ids).logits, atol=1e-3)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "eval"
+    assert main(["eval", "ifeval", "--checkpoint", str(tmp_path / "lora"), "--data", str(data), "--limit", "2",
+                 "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert json.loads((out / "ifeval.json").read_text())["metrics"]["zhyper/all"]["prompts"] == 2
+    with pytest.raises(FileNotFoundError, match="expected a PEFT adapter folder"):
+        LoRABaseline.from_pretrained(tmp_path / "base")

@@ -17,7 +17,9 @@ from zhyper.validate import option, positive_int
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benchmark", choices=["ifeval"], help="the benchmark (ifeval: google/IFEval, 541 prompts)")
-    parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="zhyper checkpoint folder (save_pretrained), or a PEFT adapter folder (a multi-task "
+                             "LoRA run's final/: its 'zhyper' condition is the adapter on the prompt as given)")
     parser.add_argument("--data", help="a local JSONL of IFEval's rows (input_data.jsonl); default: the hub dataset "
                                        "google/IFEval")
     parser.add_argument("--limit", type=option(positive_int, int), help="only the first N prompts (quick runs)")
@@ -38,10 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from zhyper.evaluation import ifeval
     from zhyper.evaluation.journal import checkpoint_digest
-    from zhyper.model import ZhyperModel
 
     rows = ifeval.load_prompts(args.data, limit=args.limit)
-    model = ZhyperModel.from_pretrained(args.checkpoint, base_model=args.base).eval()
+    model = load_model(args.checkpoint, args.base).eval()
     run = {"checkpoint": checkpoint_digest(args.checkpoint), "base": args.base}
     results = ifeval.evaluate(model, rows, args.conditions, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, journal_dir=args.out, run=run, reuse=not args.fresh)
@@ -49,3 +50,16 @@ def run(args: argparse.Namespace) -> int:
     print((out / "ifeval.md").read_text(encoding="utf-8"))
     print(f"answers and ifeval.json in {out}")
     return 0
+
+
+def load_model(folder: str, base: str | None):
+    """A Zhyper checkpoint (zhyper_config.json), or a PEFT adapter folder (the multi-task LoRA baseline's)."""
+    from pathlib import Path
+
+    if (Path(folder) / "adapter_config.json").is_file() and not (Path(folder) / "zhyper_config.json").is_file():
+        from zhyper.baselines import LoRABaseline
+
+        return LoRABaseline.from_pretrained(folder, base_model=base)
+    from zhyper.model import ZhyperModel
+
+    return ZhyperModel.from_pretrained(folder, base_model=base)
