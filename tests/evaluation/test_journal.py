@@ -72,3 +72,4 @@ def test_written_answers_carry_the_run_so_a_longer_limit_reuses_them(tmp_path):
     assert [line["run"] for line in lines] == ["r1"] * 3
     assert AnswerJournal(tmp_path / "answers_zhyper.jsonl", "r1").load() == {"7": "x", "8": "y", "9": "z"}
     assert json.loads((tmp_path / "ifeval.json").read_text())["runs"] == {"zhyper": "r1"}
+    assert (tmp_path / "ifeval.png").read_bytes()[:4] == b"\x89PNG"

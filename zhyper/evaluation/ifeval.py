@@ -281,8 +281,39 @@ def report(results: dict, rows: Sequence[dict]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", {"metrics": summary, "per_type": per_type, "runs": runs}
 
 
+def per_type_png(results: dict, heldout_types: Sequence[str] = ()) -> bytes:
+    """PNG bytes: loose accuracy per instruction type (one bar per condition; held-out types marked *)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    types = sorted({t for res in results.values() for t in res["all"].per_type})
+    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.24 * len(types) * max(1, len(results)) ** 0.5))
+    height = 0.8 / max(1, len(results))
+    for k, (cond, res) in enumerate(results.items()):
+        values = [(lambda n, _s, lo: lo / n if n else 0.0)(*res["all"].per_type.get(t, [0, 0, 0])) for t in types]
+        ax.barh([i + k * height for i in range(len(types))], values, height=height, label=cond)
+    counts = [max(res["all"].per_type.get(t, [0])[0] for res in results.values()) for t in types]
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(types))],
+                  [f"{t}{' *' if t in heldout_types else ''} ({n})" for t, n in zip(types, counts)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("loose accuracy (instructions of the type followed)")
+    ax.set_title("IFEval per instruction type (n instructions; * never trained on)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
-    """``ifeval.md``, ``ifeval.json`` and ``answers_<condition>.jsonl`` into ``out_dir`` (atomically)."""
+    """``ifeval.md``, ``ifeval.json``, ``ifeval.png`` and ``answers_<condition>.jsonl`` into ``out_dir`` (atomically)."""
+    from zhyper.data.ifeval import HELDOUT_TYPES
     from zhyper.evaluation.journal import AnswerJournal
     from zhyper.io import atomic_folder
 
@@ -290,6 +321,7 @@ def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
     with atomic_folder(out_dir) as tmp:
         (tmp / "ifeval.md").write_text(md, encoding="utf-8")
         (tmp / "ifeval.json").write_text(json.dumps(js, indent=2), encoding="utf-8")
+        (tmp / "ifeval.png").write_bytes(per_type_png(results, HELDOUT_TYPES))
         for cond, res in results.items():
             journal = AnswerJournal(tmp / f"answers_{cond}.jsonl", res.get("run"))
             with open(journal.path, "w", encoding="utf-8") as f:  # row order; replaces the journal of the run
