@@ -139,3 +139,37 @@ def test_a_lora_adapter_folder_is_evaluated_like_a_checkpoint(tmp_path):
     assert json.loads((out / "ifeval.json").read_text())["metrics"]["zhyper/all"]["prompts"] == 2
     with pytest.raises(FileNotFoundError, match="expected a PEFT adapter folder"):
         LoRABaseline.from_pretrained(tmp_path / "base")
+
+
+def test_paired_difference_counts_each_prompt_once():
+    good = ["Cats are calm and clean.", '"<<Dogs>>\nDogs are loyal."', "apple banana and pear"]
+    bad = ["Cats, dogs, birds.", "<<Dogs>> are loyal.", "Apple"]
+    d = ifeval.paired_difference(ROWS, good, bad)
+    assert d["prompt_loose"][0] == pytest.approx(1.0) and d["prompt_loose"][1] == pytest.approx(0.0)
+    assert d["instruction_loose"][0] == pytest.approx((1 + 0.5 + 1) / 3)  # prompt 2: one of two already passed
+    same = ifeval.paired_difference(ROWS, good, good)  # twin: no difference
+    assert same["prompt_loose"] == (0.0, 0.0)
+    assert ifeval.paired_difference(ROWS, good, bad, keep=lambda r: r["key"] == 1)["prompt_loose"][0] == 1.0
+    with pytest.raises(ValueError, match="one per row"):
+        ifeval.paired_difference(ROWS, good, bad[:2])
+
+
+def test_the_compare_tool_reads_answer_files_and_pairs_them(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    files = {}
+    for label, texts in {"bad": ["Cats, dogs, birds.", "<<Dogs>> are loyal.", "Apple"],
+                         "good": ["Cats are calm and clean.", '"<<Dogs>>\nDogs are loyal."',
+                                  "apple banana and pear"]}.items():
+        files[label] = tmp_path / f"{label}.jsonl"
+        files[label].write_text("".join(json.dumps({"key": r["key"], "response": t}) + "\n"
+                                        for r, t in zip(ROWS, texts)))
+    monkeypatch.setattr(sys, "argv", ["ifeval_compare.py", "--data", str(data), f"bad={files['bad']}",
+                                      f"good={files['good']}"])
+    runpy.run_path("tools/ifeval_compare.py", run_name="__main__")
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| bad | 3 | 0.000") and "+0.000 ± 0.000" in out[2]
+    assert out[3].startswith("| good | 3 | 1.000") and "| +1.000 ± 0.000 |" in out[3]

@@ -168,6 +168,32 @@ def interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 AnswerFn = Callable[[list[str], list[list[str]] | None], list[str]]
 
 
+def paired_difference(rows: Sequence[dict], answers: Sequence[str], reference: Sequence[str],
+                      keep=None) -> dict[str, tuple[float, float]]:
+    """``answers`` minus ``reference`` on the same rows: {"prompt_loose", "instruction_loose"}: (mean, 2 s.e.).
+
+    Per prompt: 1 if every instruction passes (prompt level), the fraction passing (instruction
+    level, each prompt weighted once); the differences are paired over the prompts ``keep`` selects.
+    """
+    if not len(rows) == len(answers) == len(reference):
+        raise ValueError(f"answers, reference: expected one per row ({len(rows)}), got {len(answers)} and "
+                         f"{len(reference)}")
+    diffs: dict[str, list[float]] = {"prompt_loose": [], "instruction_loose": []}
+    for row, a, b in zip(rows, answers, reference):
+        if keep is not None and not keep(row):
+            continue
+        (_, la), (_, lb) = score_answer(row, a), score_answer(row, b)
+        diffs["prompt_loose"].append(float(all(la)) - float(all(lb)))
+        diffs["instruction_loose"].append(sum(la) / len(la) - sum(lb) / len(lb))
+    out = {}
+    for name, d in diffs.items():
+        n = len(d)
+        mean = sum(d) / n if n else float("nan")
+        var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else float("nan")
+        out[name] = (mean, 2 * math.sqrt(var / n) if n > 1 else float("nan"))
+    return out
+
+
 def heldout_only(types: Sequence[str]) -> Callable[[dict], bool]:
     """Selects the rows whose instructions are all of ``types`` (the held-out types)."""
     keep = set(types)
@@ -312,7 +338,7 @@ def per_type_png(results: dict, heldout_types: Sequence[str] = ()) -> bytes:
 
 
 def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
-    """``ifeval.md``, ``ifeval.json``, ``ifeval.png`` and ``answers_<condition>.jsonl`` into ``out_dir`` (atomically)."""
+    """``ifeval.md``, ``ifeval.json``, ``ifeval.png``, ``answers_<condition>.jsonl`` into ``out_dir`` (atomically)."""
     from zhyper.data.ifeval import HELDOUT_TYPES
     from zhyper.evaluation.journal import AnswerJournal
     from zhyper.io import atomic_folder
