@@ -110,3 +110,31 @@ def test_context_gaps_are_each_contexts_own_paired_gap():
     assert any("context africa" in line and "not distinguishable" in line for line in lines)
     one = [EvalItem("p", "r", "", "china", "d")] * 6  # a single context: nothing per context
     assert context_gaps("seen", one, (right, n), (wrong, n)) == {}
+
+
+def test_examples_scored_on_different_response_tokens_are_left_out_of_the_gaps():
+    from zhyper.evaluation.losses import paired_only
+    from zhyper.evaluation.report import gap_lines
+
+    n = _counts([10, 10, 10, 10])
+    scored = {"wrong": (_counts([30.0] * 4), n), "heldout": (_counts([20.0] * 4), n)}
+    same, items, unpaired = paired_only(scored, list("abcd"))
+    assert unpaired == 0 and same is scored and items == list("abcd")  # the twin: nothing to leave out
+    scored["wrong"] = (_counts([30.0, 27.0, 30.0, 30.0]), _counts([10, 9, 10, 10]))  # example 1 cut shorter
+    kept, items, unpaired = paired_only(scored, list("abcd"))
+    assert unpaired == 1 and items == ["a", "c", "d"]
+    assert paired_gap(kept["heldout"], kept["wrong"])[0] == pytest.approx(-1.0)
+    assert any("1 example(s) left out" in line for line in gap_lines({"seen_gap_unpaired": 1.0}))
+
+
+def test_gaps_with_the_description_in_the_prompt_survive_response_truncation(scorer):
+    from zhyper.data import ChatCollator
+    from zhyper.evaluation.losses import _gap_metrics
+
+    forward, collator, encode, data = scorer
+    tight = ChatCollator(collator.tokenizer, max_length=56, description_in_prompt=True)  # long descriptions cut answers
+    out = _gap_metrics("seen", forward, tight, encode, data, "validation", 0, 1, 24, 8, ("heldout",))
+    assert out["seen_gap_unpaired"] >= 1 and "seen_gap" in out
+    roomy = ChatCollator(collator.tokenizer, max_length=512, description_in_prompt=True)
+    assert "seen_gap_unpaired" not in _gap_metrics("seen", forward, roomy, encode, data, "validation", 0, 1, 24, 8,
+                                                   ("heldout",))

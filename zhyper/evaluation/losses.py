@@ -167,12 +167,38 @@ def _gap_metrics(prefix: str, forward, collator, encode, data, split: str, rank:
     for source, (loss, n) in scored.items():
         name = f"val_{prefix}_loss" if source == "heldout" else f"val_{prefix}_{source}_loss"
         out[name] = float(loss.sum() / n.sum().clamp_min(1))
+    scored, heldout_items, unpaired = paired_only(scored, heldout_items)
+    if unpaired:
+        log.warning("%s gaps: %d example(s) left out: the description in the prompt left them fewer response "
+                    "tokens within max_length under one description than under another", prefix, unpaired)
+        out[f"{prefix}_gap_unpaired"] = float(unpaired)
+    for source in scored:
         if source != "wrong" and "wrong" in scored:
             gap = f"{prefix}_gap" if source == "heldout" else f"{prefix}_{source}_gap"
             out[gap], out[f"{gap}_se"] = paired_gap(scored[source], scored["wrong"])
     if "heldout" in scored and "wrong" in scored:
         out.update(context_gaps(prefix, heldout_items, scored["heldout"], scored["wrong"]))
     return out
+
+
+def paired_only(scored: dict[str, tuple[torch.Tensor, torch.Tensor]], items: list
+                ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list, int]:
+    """The examples scored on the same response tokens under every description source, and how many were not.
+
+    With the description written into the prompt (``data.description_in_prompt``) a longer
+    description can leave fewer response tokens within ``max_length``; such an example cannot be
+    paired. Returns (``scored`` restricted to the rest, ``items`` likewise, the number left out).
+    """
+    if not scored:
+        return scored, items, 0
+    counts = torch.stack([n for _, n in scored.values()])
+    same = (counts == counts[0]).all(dim=0)
+    unpaired = int((~same).sum())
+    if unpaired == 0:
+        return scored, items, 0
+    idx = same.nonzero().squeeze(1)
+    kept = [items[i] for i in idx.tolist()] if items else items
+    return {k: (loss[idx], n[idx]) for k, (loss, n) in scored.items()}, kept, unpaired
 
 
 MAX_CONTEXT_GAPS = 8  # per-context gaps are reported for runs with at most this many contexts (e.g. cultures)

@@ -39,6 +39,11 @@ def gap_lines(metrics: dict[str, float]) -> list[str]:
     """One sentence per gap present in ``metrics``, then one per context's own gap (``{split}_gap/<context>``)."""
     lines = [describe_gap(metrics[k], metrics[f"{k}_se"], f"Gap, {what}:") for k, what in GAPS
              if k in metrics and f"{k}_se" in metrics]
+    for split in ("seen", "unseen"):
+        if metrics.get(f"{split}_gap_unpaired"):
+            lines.append(f"Gaps, {split}: {int(metrics[f'{split}_gap_unpaired'])} example(s) left out: the description "
+                         "in the prompt left them fewer response tokens within max_length under one description "
+                         "than under another.")
     for key in sorted(k for k in metrics if "_gap/" in k):
         split, context = key.split("_gap/", 1)
         se = metrics.get(f"{split}_gap_se/{context}")
