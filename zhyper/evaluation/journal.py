@@ -68,7 +68,7 @@ class AnswerJournal:
     def append(self, rows: Iterable[dict], answers: Iterable[str]) -> None:
         """Add one batch's answers (flushed to disk before returning)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
+        torn = self.path.is_file() and self.path.stat().st_size > 0 and self._last_byte() != b"\n"
         with open(self.path, "a", encoding="utf-8") as f:
             if torn:  # a crash cut the last line: end it, so this batch starts a line of its own
                 f.write("\n")
@@ -76,6 +76,11 @@ class AnswerJournal:
                 f.write(self.line(row, answer))
             f.flush()
             os.fsync(f.fileno())
+
+    def _last_byte(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1)
 
     def line(self, row: dict, answer: str) -> str:
         return json.dumps({"key": row["key"], "prompt": row["prompt"], "response": answer, "run": self.run}) + "\n"
