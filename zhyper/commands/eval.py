@@ -1,4 +1,7 @@
-"""``zhyper eval ifeval --checkpoint DIR [--data PATH] [--limit N] --out DIR``: the official IFEval score.
+"""``zhyper eval ifeval|benchmarks --checkpoint DIR ... --out DIR``: official scores of a checkpoint.
+
+``benchmarks``: the paper's benchmarks through lm-evaluation-harness under T2L's protocol (see
+``zhyper.evaluation.benchmarks`` and ``configure_benchmarks``). ``ifeval``, below:
 
 Answers IFEval's prompts with adapters off (the base model) and with Zhyper (the prompt's own
 instruction texts as the description), scores them with if-verifiable's official checkers and
@@ -16,7 +19,15 @@ from zhyper.validate import option, positive_int
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("benchmark", choices=["ifeval"], help="the benchmark (ifeval: google/IFEval, 541 prompts)")
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    configure_ifeval(sub.add_parser("ifeval", help="IFEval's 541 prompts (google/IFEval), official checkers"))
+    from zhyper.commands.eval_benchmarks import configure as configure_benchmarks
+
+    configure_benchmarks(sub.add_parser("benchmarks", help="the paper's ten benchmarks through lm-evaluation-harness "
+                                                          "(T2L's protocol: each under its own descriptions)"))
+
+
+def configure_ifeval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="zhyper checkpoint folder (save_pretrained), or a PEFT adapter folder (a multi-task "
                              "LoRA run's final/: its 'zhyper' condition is the adapter on the prompt as given)")
@@ -38,6 +49,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "benchmarks":
+        from zhyper.commands.eval_benchmarks import run as run_benchmarks
+
+        return run_benchmarks(args)
+    return run_ifeval(args)
+
+
+def run_ifeval(args: argparse.Namespace) -> int:
     from zhyper.evaluation import ifeval
     from zhyper.evaluation.journal import checkpoint_digest
 
