@@ -78,11 +78,12 @@ def local_task_config(name: str, data_dir: str | Path, task_manager) -> dict:
     """lm-eval's own config of task ``name`` (functions resolved) reading its rows from ``data_dir/name``."""
     from lm_eval.tasks._yaml_loader import load_yaml  # the loader lm-eval's TaskManager uses (pinned 0.4.13)
 
+    task_yaml = _task_yaml(name, task_manager)
     folder = Path(data_dir) / name
     if not folder.is_dir():
         raise FileNotFoundError(f"--data-dir {data_dir}: no folder {name}/ (expected {folder}/<split>.jsonl in "
                                 "the row schema of the task's hub dataset)")
-    cfg = dict(load_yaml(_task_yaml(name, task_manager), resolve_func=True))
+    cfg = dict(load_yaml(task_yaml, resolve_func=True))
     files = {}
     for key in SPLIT_KEYS:
         split = cfg.get(key)
