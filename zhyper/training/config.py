@@ -56,11 +56,20 @@ class TinyConfig:
 class DataConfig:
     source: str = field(default="builtin", metadata={"help": "builtin | ifeval | askx | tasks"})
     path: str | None = field(default=None, metadata={
-        "help": "data folder for askx / tasks; ifeval: optional JSONL of {prompt, answer} plain answers to reshape "
-                "(default: the base model's own answers, generated once and cached)"})
+        "help": "data folder for askx; tasks: the folder of the tasks' <name>/metadata.yaml (T2L's tasks/, read in "
+                "place); ifeval: optional JSONL of {prompt, answer} plain answers to reshape (default: the base "
+                "model's own answers, generated once and cached)"})
     setting: str = field(default="countries", metadata={"help": "askx seen/unseen setting: countries | regions | "
                                                                  "both (every present culture seen)"})
-    data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "tasks: {task: local file}"})
+    data_files: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "tasks: {task: local file} (json / jsonl / csv / parquet); a task of data.split_file without one is "
+                "loaded with datasets.load_dataset(**ds_kwargs) (the hub, or data.datasets_dir)"})
+    split_file: str | None = field(default=None, metadata={
+        "help": "tasks: the paper's split, T2L's hyper_lora_decontam_lol_tasks.yaml (train_ds_names, eval_ds_info); "
+                "relative: from the working directory, then data.path. Unset: the tasks are data.data_files' keys"})
+    datasets_dir: str | None = field(default=None, metadata={
+        "help": "tasks: local copies of the hub datasets, DIR/<ds_kwargs.path> laid out like the hub dataset, read "
+                "with the same datasets.load_dataset call in place of the hub id (unset: the hub)"})
     drop_system_message: bool = field(default=True, metadata={
         "help": "askx: drop the culture-naming system message (it leaks the context into the prompt)"})
     skip_bad_rows: bool = field(default=False, metadata={
@@ -87,6 +96,15 @@ class DataConfig:
             raise ValueError(f"data.source must be one of {list(SOURCES)}, got {self.source!r}")
         if self.source in ("askx", "tasks") and not self.path:
             raise ValueError(f"data.path is required for data.source={self.source!r}")
+        given = [k for k in ("split_file", "datasets_dir") if getattr(self, k) is not None]
+        if self.source != "tasks" and (given or self.data_files):
+            raise ValueError(f"data.{(given or ['data_files'])[0]} applies to data.source 'tasks'; data.source is "
+                             f"{self.source!r}")
+        if self.source == "tasks":  # the selection, and offline the hub rows, before anything heavy loads
+            from zhyper.data.tasks import check_reachable
+
+            check_reachable(self.path, self.data_files, split_file=self.split_file, datasets_dir=self.datasets_dir,
+                            contexts=self.contexts or None)
         if not all(isinstance(c, str) and c for c in self.contexts):
             raise ValueError(f"data.contexts must be a list of context names, got {list(self.contexts)!r}")
         for name in ("n_contexts", "k", "max_length"):

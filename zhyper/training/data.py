@@ -38,7 +38,9 @@ def load_data(cfg):
     elif cfg.data.source == "askx":
         data = zdata.load_askx(cfg.data.path, setting=cfg.data.setting, drop_system_message=cfg.data.drop_system_message)
     else:
-        data = zdata.load_tasks(cfg.data.path, data_files=cfg.data.data_files, skip_bad_rows=cfg.data.skip_bad_rows)
+        data = zdata.load_tasks(cfg.data.path, data_files=cfg.data.data_files, skip_bad_rows=cfg.data.skip_bad_rows,
+                                split_file=cfg.data.split_file, datasets_dir=cfg.data.datasets_dir,
+                                contexts=cfg.data.contexts or None)
     return data.restrict(cfg.data.contexts) if cfg.data.contexts else data
 
 
