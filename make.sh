@@ -5,6 +5,7 @@
 #   bash make.sh test-fast              the same without the slow end-to-end tests
 #   bash make.sh train-ifeval [k=v ...] train the IFEval recipe (launch/configs/ifeval.yaml)
 #   bash make.sh eval-ifeval [--data F] IFEval's official prompts and checkers on runs/ifeval/final
+#   bash make.sh eval-benchmarks [...] the paper's benchmarks (lm-eval) on runs/default/final, ../shared/data rows
 #   bash make.sh bench                  run every benchmark under benchmarks/
 #   bash make.sh setup                  only create/refresh the virtual environment
 set -euo pipefail
@@ -48,12 +49,17 @@ case "$cmd" in
     # IFEval's 541 prompts, official checkers; --data PATH for a local input_data.jsonl, --limit N for a quick run
     setup
     exec "$VENV/bin/zhyper" eval ifeval --checkpoint runs/ifeval/final --out runs/ifeval/ifeval "$@" ;;
+  eval-benchmarks)
+    # T2L's protocol through lm-evaluation-harness on the local rows and descriptions of ../shared/data
+    setup
+    exec "$VENV/bin/zhyper" eval benchmarks --checkpoint runs/default/final --data-dir ../shared/data/benchmarks \
+      --tasks-dir ../shared/data/tasks --out runs/default/benchmarks "$@" ;;
   bench)
     setup
     # bf16 at the 4096 shape takes over an hour on CPUs without native bf16: run it by hand if wanted.
     "$PY" benchmarks/bench_zlinear.py --features 576 && "$PY" benchmarks/bench_zlinear.py --features 4096 --dtypes fp32
-    for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py benchmarks/bench_serve.py; do
+    for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py benchmarks/bench_serve.py benchmarks/bench_harness.py; do
       echo "== $b"; "$PY" "$b"
     done ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac
