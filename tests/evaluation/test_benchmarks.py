@@ -68,6 +68,9 @@ def test_task_lists_and_the_code_execution_opt_in(tmp_path, monkeypatch):
         lm_tasks.check_code_execution(["piqa", "mbpp"], allowed=False)
     lm_tasks.check_code_execution(["piqa"], allowed=False)
     assert "HF_ALLOW_CODE_EVAL" not in os.environ
+    monkeypatch.chdir(tmp_path)  # evaluate.load looks for ./code_eval/ first
+    with pytest.raises(FileNotFoundError, match="evaluate-metric/code_eval"):  # offline here: not loadable
+        lm_tasks.check_code_execution(["humaneval"], allowed=True)
 
 
 def test_cells_follow_t2ls_protocol(tmp_path):

@@ -57,6 +57,20 @@ def check_code_execution(tasks: list[str], allowed: bool) -> None:
                          "--allow-code-execution to run them (lm-eval requires the same opt-in)")
     if risky:
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # read by the code_eval metric that humaneval/mbpp use
+        _check_code_eval_metric(risky)
+
+
+def _check_code_eval_metric(tasks: list[str]) -> None:
+    """humaneval/mbpp score with ``evaluate.load("code_eval")``, a metric that lives on the hub: say so up front."""
+    try:
+        import evaluate
+
+        evaluate.load("code_eval")
+    except Exception as err:  # offline and not cached: lm-eval would fail only when it builds the task
+        raise FileNotFoundError(
+            f"{tasks} are scored by lm-eval with the hub metric evaluate-metric/code_eval (evaluate.load('code_eval')), "
+            f"which could not be loaded ({type(err).__name__}: {str(err)[:160]}); make the hub reachable once (it is "
+            "cached afterwards) or leave these tasks out of --tasks") from None
 
 
 def _task_yaml(name: str, task_manager) -> Path:
