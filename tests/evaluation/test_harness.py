@@ -150,3 +150,33 @@ def test_bad_arguments_are_clear_errors(setup, tmp_path):
         ZhyperLM(model=setup["lm"].zhyper, description_file=str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="numbers separated by"):
         ZhyperLM(model=setup["lm"].zhyper, description=DESC_A, weights="a|b")
+
+
+@pytest.mark.slow
+def test_lm_evals_own_command_line_runs_the_zhyper_model(setup, tmp_path):
+    """``python -m zhyper.evaluation.harness run --model zhyper ...`` is lm-eval's CLI with the model registered."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.serving.conftest import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path)
+    spec = setup["specs"]["piqa"]
+    (tmp_path / "inc").mkdir()
+    (tmp_path / "inc" / "piqa_local.yaml").write_text(yaml.safe_dump({
+        "include": str(setup["manager"].task_index["piqa"].yaml_path), "task": "piqa_local", "dataset_path": "json",
+        "dataset_name": None, "dataset_kwargs": spec["dataset_kwargs"], "training_split": None}))
+    (tmp_path / "desc.txt").write_text(DESC_A + "\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "zhyper.evaluation.harness", "run", "--model", "zhyper", "--model_args",
+         f"checkpoint={ckpt},description_file={tmp_path / 'desc.txt'}", "--batch_size", "4", "--tasks", "piqa_local",
+         "--include_path", str(tmp_path / "inc"), "--device", "cpu", "--output_path", str(tmp_path / "res")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "piqa_local" in out.stdout and "acc" in out.stdout
+    results = list((tmp_path / "res").rglob("results_*.json"))
+    assert results and "zhyper_description" in results[0].read_text()
