@@ -9,7 +9,12 @@
   strings and unrelated sentences, another rule's description, adapters off, the description in the
   prompt), scored by every rule's checker: compliance with its error bar, the controls per rule and
   the confusion matrix;
-- ``report``: the Markdown of ``eval.md`` and the confusion heatmap.
+- ``report``: the Markdown of ``eval.md`` and the confusion heatmap;
+- ``harness``: ``ZhyperLM``, a checkpoint as an lm-evaluation-harness model (lm-eval's ``HFLM``,
+  conditioned through ``ZhyperModel.conditioned``), registered as ``"zhyper"``;
+- ``lm_tasks``: the paper's ten benchmarks as lm-eval's own tasks, from the hub or local rows;
+- ``benchmarks`` / ``benchmark_report``: T2L's protocol (``zhyper eval benchmarks``): cells under the
+  benchmark's descriptions, random strings and the baselines, paired differences, the report.
 """
 
 from __future__ import annotations
