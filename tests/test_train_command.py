@@ -39,6 +39,14 @@ def test_dry_run_is_make_sh_train(capsys, monkeypatch):
     assert other[-4:] == ["--config", str(REPO / "launch/configs/cpu-tiny.yaml"), "--resume", "latest"]
 
 
+def test_dry_run_says_offline_task_rows_are_on_the_hub(capsys, shared_data):
+    """The paper's task setting offline: one line naming the first task's hub dataset, exit 2."""
+    argv = ["train", "--dry-run", "--config", str(REPO / "launch/configs/tasks.yaml"), f"data.path={shared_data / 'tasks'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Lots-of-LoRAs/" in err and "HF_HUB_OFFLINE=1" in err and "datasets_dir" in err and "Traceback" not in err
+
+
 def test_free_port_unless_zhyper_port(capsys, monkeypatch):
     monkeypatch.delenv("ZHYPER_PORT", raising=False)
     port = int(dry_run(capsys)[4])
@@ -47,6 +55,7 @@ def test_free_port_unless_zhyper_port(capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, env, message", [
     (["--config", "nope.yaml"], None, "--config: nope.yaml is not a file"),
+    (["train.nope=1"], None, "nope"),  # the run config is checked before the command is printed
     ([], "0", r"\$ZHYPER_PORT: expected a port number in \[1, 65535\], got '0'"),
 ])
 def test_user_errors_are_named(capsys, monkeypatch, argv, env, message):

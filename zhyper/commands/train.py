@@ -9,7 +9,8 @@ runs exactly what ``bash make.sh train`` runs, the real DeepSpeed launcher::
 
 with the same defaults (2 GPUs, launch/configs/zero2.json, launch/configs/default.yaml, a free port
 unless ``$ZHYPER_PORT`` is set, OMP_NUM_THREADS=1 and quiet tokenizers unless set). ``make.sh`` also
-turns the hub offline for its sandbox; ``zhyper train`` leaves that to the user's environment. ``--dry-run`` prints the command instead of running it. The launcher
+turns the hub offline for its sandbox; ``zhyper train`` leaves that to the user's environment. ``--dry-run`` checks the run config (including, for ``data.source: tasks``, that every task's rows
+can be had) and prints the command instead of running it. The launcher
 replaces nothing: its exit status is the command's.
 """
 
@@ -91,6 +92,9 @@ def command(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     cmd = command(args)
+    from zhyper.training.config import load_config
+
+    load_config(args.config, list(args.overrides))  # a bad key, or task rows that cannot be had: one line, here
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
