@@ -180,3 +180,20 @@ def test_lm_evals_own_command_line_runs_the_zhyper_model(setup, tmp_path):
     assert "piqa_local" in out.stdout and "acc" in out.stdout
     results = list((tmp_path / "res").rglob("results_*.json"))
     assert results and "zhyper_description" in results[0].read_text()
+
+
+def test_peft_condition_is_lm_evals_hf_model_with_the_exported_adapter(setup, tmp_path):
+    """The `peft` condition (lm-eval's own hf model + a PEFT folder) on Zhyper's export of a description gives
+    what ZhyperLM gives under that description; adapters off is the twin that differs."""
+    from argparse import Namespace
+
+    from zhyper.commands.eval_benchmarks import _peft_lm
+
+    lm, spec, manager = setup["lm"], setup["specs"]["piqa"], setup["manager"]
+    lm.zhyper.export_peft(DESC_A, tmp_path / "adapter")
+    peft_lm = _peft_lm(Namespace(peft=str(tmp_path / "adapter"), batch_size=4), lm.zhyper)()
+    exported = loglikelihoods(evaluate(peft_lm, spec, manager))
+    lm.condition(DESC_A)
+    torch.testing.assert_close(exported, loglikelihoods(evaluate(lm, spec, manager)), rtol=0, atol=1e-4)
+    lm.condition(None)
+    assert (exported - loglikelihoods(evaluate(lm, spec, manager))).abs().max() > 1e-3
