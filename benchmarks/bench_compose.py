@@ -34,8 +34,8 @@ from _serving import PROMPTS  # noqa: E402  (also sets the offline hub variables
 
 def build(smollm2: bool, tmp: Path):
     """A perturbed diag ZhyperModel: over SmolLM2-135M-Instruct, or over the tests' tiny Llama."""
-    from tests.model_helpers import perturb, small_config, tiny_chat_base
     from zhyper import ZhyperConfig, ZhyperModel
+    from zhyper.testing import perturb, small_config, tiny_chat_base
 
     if smollm2:
         model = ZhyperModel.from_base("smollm2", ZhyperConfig(mode="diag", rank=8,

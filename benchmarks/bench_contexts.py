@@ -74,9 +74,9 @@ class PeakRSS:
 
 def build(smollm2: bool, tmp: Path, targets: tuple[str, ...] = ("q_proj", "v_proj")):
     """(perturbed diag ZhyperModel, the base model's HF folder or name); ``targets``: SmolLM2's adapted modules."""
-    from tests.model_helpers import perturb, small_config, tiny_chat_base
     from zhyper import ZhyperConfig, ZhyperModel
     from zhyper.base_model import smollm2_path
+    from zhyper.testing import perturb, small_config, tiny_chat_base
 
     if smollm2:
         model = ZhyperModel.from_base("smollm2", ZhyperConfig(mode="diag", rank=8, target_modules=list(targets)))

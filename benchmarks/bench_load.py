@@ -289,7 +289,7 @@ def start(args, tmp: Path):
 
     checkpoint = args.checkpoint
     if checkpoint is None:
-        from tests.serving.conftest import make_checkpoint
+        from zhyper.testing import make_checkpoint
 
         checkpoint = make_checkpoint(tmp)
     app, engine = build_app(checkpoint, max_batch=args.max_batch, max_queue=args.max_queue,

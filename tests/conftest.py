@@ -12,6 +12,8 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 import pytest
 import torch
 
+from zhyper.testing import tiny_llama, tiny_mistral  # noqa: F401  (the tests import them from here too)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ZHYPER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -28,25 +30,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set ZHYPER_SHARED_DATA)")
     return SHARED_DATA
-
-
-def tiny_llama(n_layers: int = 2, hidden: int = 32, vocab: int = 97, kv_heads: int = 2, seed: int = 0):
-    """A randomly initialised Llama with the real architecture (GQA, MLP, tied head off)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def tiny_mistral(n_layers: int = 2, hidden: int = 32, vocab: int = 97, seed: int = 0):
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, sliding_window=64)
-    return MistralForCausalLM(cfg).eval()
 
 
 @pytest.fixture

@@ -10,6 +10,10 @@ that import nothing of zhyper; every floor may use them, so no arrow to the grou
 A file may import its own floor and the floors below it, never one above (that would be a circle
 between floors). The walk reads every ``import zhyper.x`` / ``from zhyper.x import y`` / relative
 import, at module level or inside a function, with ``ast`` (nothing is imported).
+
+Two more walks: no two files of the package import each other, directly or round a longer circle, even on
+one floor (each name has one home, the imports go one way); and no file outside ``tests/`` imports
+``tests`` (benchmarks and tools run from an installed package: their shared builders are ``zhyper.testing``).
 """
 
 from __future__ import annotations
@@ -243,3 +247,104 @@ def test_twin_a_long_function_is_named_with_its_length(tmp_path):
     assert long_function_problems(found, {"zhyper/a.py:long"}) == []
     assert long_function_problems({}, {"zhyper/a.py:long"}) == [
         "zhyper/a.py:long: allowed as long but no longer is: remove it from LONG_FUNCTIONS_ALLOWED"]
+
+
+# ------------------------------------------------------------------------------------- import circles
+def import_circles(edges: list[Edge]) -> list[str]:
+    """One line per group of files that import one another round a circle (the strongly connected groups of
+    the file graph, module-level and function-level imports alike), naming each import that closes it."""
+    graph: dict[str, set[str]] = {}
+    for edge in edges:
+        graph.setdefault(edge.source, set()).add(edge.target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    problems = []
+    for group in sorted(groups):
+        closing = [f"zhyper/{e.source}:{e.line} imports {e.module}"
+                   for e in sorted(edges, key=lambda e: (e.source, e.line)) if e.source in group and e.target in group]
+        problems.append(f"import circle between {', '.join('zhyper/' + f for f in group)}: {'; '.join(closing)}; "
+                        "give each name one home so the imports go one way")
+    return problems
+
+
+def test_no_import_circle_between_files_of_the_package():
+    problems = import_circles(import_edges(PACKAGE))
+    assert not problems, "\n".join(problems)
+
+
+def test_twin_a_circle_on_one_floor_fails_naming_both_imports(small_package):
+    root, _ = small_package
+    assert import_circles(import_edges(root)) == []
+    (root / "hyper" / "other.py").write_text("from zhyper.hyper import net\n")
+    (root / "hyper" / "net.py").write_text("from zhyper.layers.zlinear import math\n\n\ndef late():\n"
+                                           "    from zhyper.hyper.other import net\n")
+    assert import_circles(import_edges(root)) == [
+        "import circle between zhyper/hyper/net.py, zhyper/hyper/other.py: zhyper/hyper/net.py:5 imports "
+        "zhyper.hyper.other; zhyper/hyper/other.py:1 imports zhyper.hyper.net; give each name one home so the "
+        "imports go one way"]
+
+
+def test_twin_a_longer_circle_fails_too(small_package):
+    root, _ = small_package
+    for name, nxt in (("a", "b"), ("b", "c"), ("c", "a")):
+        (root / "hyper" / f"{name}.py").write_text(f"def late():\n    from zhyper.hyper import {nxt}\n")
+    problems = import_circles(import_edges(root))
+    assert len(problems) == 1 and problems[0].startswith(
+        "import circle between zhyper/hyper/a.py, zhyper/hyper/b.py, zhyper/hyper/c.py: "), problems
+
+
+# ------------------------------------------------------------------------------- nothing imports tests/
+def imports_of_tests(root: Path, folders=SCANNED) -> list[str]:
+    """"path:line: imports tests..." for every ``import tests...`` / ``from tests... import`` (module level or
+    inside a function) in a file under ``folders``: they must run from an installed package, without tests/."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    names = [node.module or ""]
+                else:
+                    continue
+                found += [f"{path.relative_to(root).as_posix()}:{node.lineno}: imports {name}: move what it needs "
+                          "into zhyper/testing.py" for name in names if name.split(".")[0] == "tests"]
+    return found
+
+
+def test_no_benchmark_tool_or_package_file_imports_tests():
+    assert imports_of_tests(REPO) == []
+
+
+def test_twin_an_import_of_tests_is_named_with_its_line(tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "tools" / "probe.py").write_text("import testsuite\nfrom zhyper.testing import tiny_llama\n")
+    assert imports_of_tests(tmp_path, folders=("tools", "benchmarks")) == []
+    (tmp_path / "benchmarks" / "bench.py").write_text(
+        "import os\n\n\ndef build():\n    from tests.model_helpers import perturb\n    import tests.conftest\n")
+    assert imports_of_tests(tmp_path, folders=("tools", "benchmarks")) == [
+        "benchmarks/bench.py:5: imports tests.model_helpers: move what it needs into zhyper/testing.py",
+        "benchmarks/bench.py:6: imports tests.conftest: move what it needs into zhyper/testing.py"]

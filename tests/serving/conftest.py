@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.model_helpers import perturb, small_config, tiny_chat_base
 from zhyper.serving.app import BackgroundServer as LiveServer  # noqa: F401  (uvicorn in a thread, free port)
-
-CONTEXT_LENGTH = 1024  # the tiny base's max_position_embeddings (long enough for a long-running request)
-OWN_CONTEXTS = {"pirate": ["Talk like a pirate.", "Arr, answer as a sea rover would."],
-                "formal": ["Answer in a formal, courteous tone."]}
-
-
-def make_checkpoint(folder, mode: str = "diag"):
-    """A tiny Llama (SmolLM2 tokenizer, 1024-token context) + perturbed Zhyper, saved with a contexts.json."""
-    from zhyper import ZhyperModel
-    from zhyper.serving.contexts import save_contexts
-
-    base = tiny_chat_base(folder / "base")
-    cfg_path = base / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["max_position_embeddings"] = CONTEXT_LENGTH
-    cfg_path.write_text(json.dumps(cfg))
-    model = perturb(ZhyperModel.from_base(str(base), small_config(mode=mode)), scale=2.0).eval()
-    model.save_pretrained(folder / "ckpt")
-    save_contexts(folder / "ckpt", OWN_CONTEXTS)
-    return folder / "ckpt"
+from zhyper.testing import CONTEXT_LENGTH, OWN_CONTEXTS, make_checkpoint  # noqa: F401  (the tests import them here)
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:

@@ -55,7 +55,8 @@ def zero_stage(ds: dict) -> int:
 def tokenizer_for(cfg):
     from transformers import AutoTokenizer
 
-    from zhyper.bases import BASES, tokenizer_source
+    from zhyper.base_model import tokenizer_source
+    from zhyper.bases import BASES
 
     revision = None if cfg.base_model in BASES else cfg.base_revision
     return AutoTokenizer.from_pretrained(tokenizer_source(cfg.base_model), revision=revision)
@@ -65,7 +66,7 @@ def base_config(cfg, tokenizer):
     """The base model's HF config (no weights read)."""
     from transformers import AutoConfig, LlamaConfig
 
-    from zhyper.bases import resolve_base
+    from zhyper.base_model import resolve_base
 
     if cfg.base_model == "tiny-llama":  # random weights, the real architecture; for tests
         return LlamaConfig(vocab_size=len(tokenizer), intermediate_size=2 * cfg.tiny.hidden_size,
@@ -83,7 +84,7 @@ def build_base(cfg, ds: dict, tokenizer):
     """
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from zhyper.bases import resolve_base
+    from zhyper.base_model import resolve_base
 
     dtype = ds_dtype(ds)
     if cfg.base_model == "tiny-llama":

@@ -266,7 +266,7 @@ def start(cfg, resume: str | None, local_rank: int, overwrite: bool = False) -> 
     from zhyper.training.output import check_output_dir, mark_output_dir
     from zhyper.training.resume import latest_tag, verify
 
-    from zhyper.bases import needs_conversion, tokenizer_source
+    from zhyper.base_model import needs_conversion, tokenizer_source
 
     if needs_conversion(cfg.base_model):  # convert the shipped model (first run) before any process group
         tokenizer_source(cfg.base_model)  # exists: under one, transformers saves on rank 0 only
