@@ -95,9 +95,9 @@ def test_cells_follow_t2ls_protocol(tmp_path):
 def test_paired_difference_and_groups():
     ref = {"0": 1.0, "1": 0.0, "2": 1.0, "3": 0.0}
     same = bm.paired(dict(ref), ref)
-    assert same == {"diff": 0.0, "two_se": 0.0, "n": 4}
+    assert same == {"diff": 0.0, "two_se": 0.0, "n": 4, "changed": 0.0}
     flipped = bm.paired({"0": 0.0, "1": 1.0, "2": 1.0, "3": 0.0}, ref)  # the twin: the sides differ
-    assert flipped["diff"] == 0.0 and flipped["two_se"] > 0.5
+    assert flipped["diff"] == 0.0 and flipped["two_se"] > 0.5 and flipped["changed"] == 0.5
     better = bm.paired({"0": 1.0, "1": 1.0, "2": 1.0, "3": 1.0, "9": 1.0}, ref)
     assert better["n"] == 4 and better["diff"] == 0.5
     assert math.isclose(better["two_se"], 2 * math.sqrt((1 / 3) / 4))

@@ -2,7 +2,8 @@
 
 Rows are conditions, columns tasks. A cell of the table reads ``0.652 ± 0.022 (−0.004 ± 0.006)``:
 lm-eval's score of the task's primary metric ± 2 s.e. (lm-eval's own standard error), and in
-brackets the paired difference from adapters off on the same documents ± 2 s.e. The K descriptions
+brackets the paired difference from adapters off on the same documents ± 2 s.e. and the share of
+documents whose score changed at all (a difference near 0 can hide answers flipped both ways). The K descriptions
 (and R random strings) have one row for their mean, with the spread across them.
 """
 
@@ -35,7 +36,9 @@ def _score(entry: Mapping, metric: str) -> str:
 def _diff(d: Mapping | None) -> str:
     if not d or not d.get("n"):
         return ""
-    return f" ({_fmt(d['diff'], True)} ± {d['two_se']:.3f})"
+    changed = d.get("changed")
+    tail = f"; {changed:.0%} changed" if isinstance(changed, float) and not math.isnan(changed) else ""
+    return f" ({_fmt(d['diff'], True)} ± {d['two_se']:.3f}{tail})"
 
 
 def rows_of(task: Mapping) -> list[tuple[str, str]]:
@@ -63,7 +66,8 @@ def markdown(summary: Mapping) -> str:
             table.setdefault(label, {})[name] = text
     head = [f"{n} ({t['metric']}, n={t['n']})" for n, t in tasks.items()]
     lines = ["# Benchmarks (lm-evaluation-harness)", "",
-             "Score ± 2 s.e.; in brackets the paired difference from adapters off on the same documents ± 2 s.e.",
+             "Score ± 2 s.e.; in brackets the paired difference from adapters off on the same documents ± 2 s.e. "
+             "and the share of documents whose score changed",
              "", "| condition | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for label, cells in table.items():
         lines.append(f"| {label} | " + " | ".join(cells.get(n, "") for n in tasks) + " |")

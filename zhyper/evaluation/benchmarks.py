@@ -202,15 +202,17 @@ def evaluate_cell(lm, cell: Cell, spec, settings: Settings, cache: str | None, t
 
 # ---------------------------------------------------------------------------------------------- summary
 def paired(values: Mapping[str, float], reference: Mapping[str, float]) -> dict:
-    """Mean of ``values - reference`` over the shared documents, its 2 s.e., and n."""
+    """Mean of ``values - reference`` over the shared documents, its 2 s.e., n, and ``changed``: the share
+    of documents whose score differs at all (a difference of 0 can hide many answers flipped both ways)."""
     keys = [k for k in values if k in reference]
     diffs = [values[k] - reference[k] for k in keys]
     n = len(diffs)
     if n == 0:
-        return {"diff": float("nan"), "two_se": float("nan"), "n": 0}
+        return {"diff": float("nan"), "two_se": float("nan"), "n": 0, "changed": float("nan")}
     mean = sum(diffs) / n
     var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
-    return {"diff": mean, "two_se": 2 * math.sqrt(var / n) if n > 1 else float("nan"), "n": n}
+    return {"diff": mean, "two_se": 2 * math.sqrt(var / n) if n > 1 else float("nan"), "n": n,
+            "changed": sum(d != 0 for d in diffs) / n}
 
 
 def mean_per_doc(cells: Sequence[CellResult], metric: str) -> dict[str, float]:
