@@ -57,6 +57,9 @@ def test_local_task_errors_name_what_is_missing(tmp_path, manager):
 def test_task_lists_and_the_code_execution_opt_in(tmp_path, monkeypatch):
     data, _ = benchmark_dirs(tmp_path)
     assert lm_tasks.parse_tasks(None, data) == ["gsm8k", "piqa"]
+    (data / "mbpp").mkdir()
+    assert lm_tasks.parse_tasks(None, data, code_execution=False) == ["gsm8k", "piqa"]  # left out by default
+    assert lm_tasks.parse_tasks(None, data, code_execution=True) == ["gsm8k", "piqa", "mbpp"]
     assert lm_tasks.parse_tasks(None, None) == list(lm_tasks.BENCHMARKS) and len(lm_tasks.BENCHMARKS) == 10
     assert lm_tasks.parse_tasks(" piqa, winogrande ") == ["piqa", "winogrande"]
     with pytest.raises(ValueError, match="named twice"):

@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="zhyper checkpoint folder (save_pretrained)")
     parser.add_argument("--base", help="base model path or hub id (default: the one recorded in the checkpoint)")
     parser.add_argument("--tasks", help="lm-eval task names, comma-separated (default: the ten benchmarks, or those "
-                                        "--data-dir holds)")
+                                        "--data-dir holds; humaneval/mbpp only with --allow-code-execution)")
     parser.add_argument("--data-dir", help="local rows: <task>/<split>.jsonl in the hub dataset's row schema "
                                            "(default: lm-eval reads the hub datasets)")
     parser.add_argument("--tasks-dir", default=os.environ.get(TASKS_DIR_ENV),
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from zhyper.evaluation.journal import checkpoint_digest
 
     check_args(args)
-    tasks = lm_tasks.parse_tasks(args.tasks, args.data_dir)
+    tasks = lm_tasks.parse_tasks(args.tasks, args.data_dir, args.allow_code_execution)
     lm_tasks.check_code_execution(tasks, args.allow_code_execution)
     contexts = _contexts(args) if "contexts" in args.conditions else {}
     cells_of = _cells_of(args, contexts)

@@ -29,16 +29,19 @@ SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split
 SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-def parse_tasks(text: str | None, data_dir: str | Path | None = None) -> list[str]:
-    """``"piqa,winogrande"`` -> names; None: the benchmarks ``data_dir`` holds (or all ten without it)."""
+def parse_tasks(text: str | None, data_dir: str | Path | None = None, code_execution: bool = True) -> list[str]:
+    """``"piqa,winogrande"`` -> names; None: the benchmarks ``data_dir`` holds (or all ten without it), less
+    the code-executing ones unless ``code_execution`` (named tasks are kept: the opt-in check names them)."""
     if text is None:
-        if data_dir is None:
-            return list(BENCHMARKS)
-        held = [t for t in BENCHMARKS if (Path(data_dir) / t).is_dir()]
+        held = list(BENCHMARKS) if data_dir is None else [t for t in BENCHMARKS if (Path(data_dir) / t).is_dir()]
         if not held:
             raise FileNotFoundError(f"--data-dir {data_dir}: holds none of the benchmarks {list(BENCHMARKS)} "
                                     "(expected folders <task>/<split>.jsonl)")
-        return held
+        skipped = [t for t in held if t in CODE_EXECUTION and not code_execution]
+        if skipped:
+            log.warning("%s left out: they execute generated code (--allow-code-execution, or name them in --tasks)",
+                        skipped)
+        return [t for t in held if t not in skipped]
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise ValueError(f"--tasks: expected task names separated by commas, got {text!r}")
