@@ -131,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
     lm_tasks.check_code_execution(tasks, args.allow_code_execution)
     contexts = _contexts(args) if "contexts" in args.conditions else {}
     cells_of = _cells_of(args, contexts)
-    for task in tasks:  # fail on a missing metadata file before the model loads
-        cells_of(task)
+    plans = {task: cells_of(task) for task in tasks}  # a missing metadata file fails here, before the model loads
     settings = bm.Settings(limit=args.limit, num_fewshot=args.num_fewshot, chat_template=args.chat_template,
                            batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                            allow_code_execution=args.allow_code_execution)
@@ -143,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 "peft": checkpoint_digest(args.peft) if args.peft else None}
     runner = bm.Runner(lm, Path(args.out), settings, run_info, manager, _peft_lm(args, lm.zhyper),
                        reuse=not args.fresh)
-    results = bm.run_tasks(runner, tasks, cells_of, specs.__getitem__)
+    results = bm.run_tasks(runner, plans, specs.__getitem__)
     summary = bm.summarize(results, settings, {**run_info, "checkpoint_folder": str(args.checkpoint)})
     out = benchmark_report.write(summary, args.out)
     if not args.no_mlflow:

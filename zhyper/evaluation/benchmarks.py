@@ -304,14 +304,13 @@ class Runner:
         return result
 
 
-def run_tasks(runner: Runner, tasks: Sequence[str], cells_of: Callable[[str], list[Cell]],
+def run_tasks(runner: Runner, plans: Mapping[str, list[Cell]],
               spec_of: Callable[[str], object]) -> dict[str, list[CellResult]]:
-    """Every cell of every task, in order, with a progress bar over the cells."""
+    """Every cell of every task (``plans``: task -> its cells), in order, with a progress bar over the cells."""
     from tqdm.auto import tqdm
 
     from zhyper.evaluation.lm_tasks import data_digest
 
-    plans = {t: cells_of(t) for t in tasks}
     results: dict[str, list[CellResult]] = {}
     with tqdm(total=sum(len(c) for c in plans.values()), desc="benchmark cells", unit="cell") as bar:
         for task, cells in plans.items():
