@@ -24,15 +24,12 @@ description per line, combined) avoids lm-eval's comma-separated ``--model_args`
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-
-log = logging.getLogger(__name__)
 
 
 def read_description_file(path: str | Path) -> list[str]:
