@@ -34,6 +34,14 @@ METHODS: dict[str, list[str]] = {
     "LoRA, description in prompt": ["method=lora", "data.description_in_prompt=true", "train.contrast_weight=0"],
     "LoRA, no description": ["method=lora", "data.description_in_prompt=false", "train.contrast_weight=0"],
 }
+# the paper's ablations (issue: rank x mode Pareto, shared factors frozen or joint, position embeddings):
+# the recipe's rank is 8; these rows change one thing each
+for _rank in (4, 16):
+    METHODS[f"Zhyper diag, rank {_rank}"] = [f"model.rank={_rank}"]
+    METHODS[f"Zhyper square, rank {_rank}"] = ["model.mode=square", f"model.rank={_rank}"]
+    METHODS[f"LoRA, description in prompt, rank {_rank}"] = [*METHODS["LoRA, description in prompt"],
+                                                               f"model.rank={_rank}"]
+ABLATIONS = [m for m in METHODS if "rank " in m]
 BASE = "Base model, description in prompt"
 
 
@@ -49,7 +57,7 @@ def _mean(values: list[float | None]) -> tuple[float | None, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
-    parser.add_argument("--methods", nargs="*", default=[m for m in METHODS if "pair" not in m])
+    parser.add_argument("--methods", nargs="*", default=[m for m in METHODS if "pair" not in m and m not in ABLATIONS])
     parser.add_argument("--common", nargs="*", default=[], help="overrides added to every method")
     parser.add_argument("--config", default="launch/configs/default.yaml", help="the recipe every method starts from")
     parser.add_argument("--section", default=None,
@@ -136,7 +144,7 @@ def _command(args) -> str:
     extra = "".join(f" --{k} {getattr(args, k)}" for k in ("config", "section", "out")
                     if getattr(args, k) != {"config": "launch/configs/default.yaml", "section": None,
                                             "out": "runs/compare"}[k])
-    methods = "" if args.methods == [m for m in METHODS if "pair" not in m] else " --methods " + " ".join(f'"{m}"' for m in args.methods)
+    methods = "" if args.methods == [m for m in METHODS if "pair" not in m and m not in ABLATIONS] else " --methods " + " ".join(f'"{m}"' for m in args.methods)
     common = f" --common {' '.join(args.common)}" if args.common else ""
     return f".venv/bin/python benchmarks/compare_methods.py --seeds {seeds}{extra}{methods}{common}"
 
