@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--no-base-prompt", action="store_true",
+                        help="do not ask the base model with the description in its prompt (a sweep run method by "
+                             "method asks it once, in its first run)")
     parser.add_argument("--tabulate", action="store_true",
                         help="run nothing: write the table from the finished runs (a method/seed not run is left out)")
     args = parser.parse_args()
@@ -81,7 +84,7 @@ def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, se
     slug = name.lower().replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("-", "")
     # the base model's answers do not depend on what was trained: asked once per seed (first method)
     flags = [*args.common, *METHODS[name], f"train.seed={seed}", f"data.seed={seed}",
-             f"eval.base_prompt={'true' if m == 0 else 'false'}"]
+             f"eval.base_prompt={'true' if m == 0 and not args.no_base_prompt else 'false'}"]
     print(f"== {name}, seed {seed}: {' '.join(flags)}", flush=True)
     if args.tabulate and not (out / f"{slug}.seed{seed}" / "eval.json").is_file():
         print("   not run: left out", flush=True)
