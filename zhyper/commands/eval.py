@@ -8,7 +8,10 @@ instruction texts as the description), scores them with if-verifiable's official
 writes ``ifeval.md`` / ``ifeval.json`` / ``answers_<condition>.jsonl`` to ``--out``. Answers are
 appended to ``answers_<condition>.jsonl`` as they are generated: the same command after a crash or
 an interrupt resumes, and a longer ``--limit`` reuses the answers already given (same checkpoint
-files, base, condition and ``--max-new-tokens``); ``--fresh`` generates every answer again.
+files, base, condition and ``--max-new-tokens``, same prompt text and instruction arguments);
+``--fresh`` generates every answer again. Answers are never dropped unless superseded: a shorter
+``--limit`` or another checkpoint in the same ``--out`` keeps the answers already there. ``--out``
+inside the ``--checkpoint`` folder is refused (it would change the checkpoint's files).
 """
 
 from __future__ import annotations
@@ -59,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
 def run_ifeval(args: argparse.Namespace) -> int:
     from zhyper.evaluation import ifeval
     from zhyper.evaluation.journal import checkpoint_digest
+    from zhyper.io import same_folder
 
+    if same_folder(args.checkpoint, args.out):
+        raise ValueError(f"--out {args.out} is inside the --checkpoint folder {args.checkpoint}: answers and reports "
+                         "written there would change the checkpoint's files (and its fingerprint, so no answer "
+                         "would ever be reused); choose an --out outside the checkpoint folder")
     rows = ifeval.load_prompts(args.data, limit=args.limit)
     model = load_model(args.checkpoint, args.base).eval()
     run = {"checkpoint": checkpoint_digest(args.checkpoint), "base": args.base}

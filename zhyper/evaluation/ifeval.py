@@ -204,13 +204,13 @@ def answer_all(answer: AnswerFn, rows: Sequence[dict], descriptions: list[str] |
                desc: str, progress: bool = True, journal=None) -> list[str]:
     """``answer(prompts, descriptions)`` over batches of similar-length prompts; answers in row order.
 
-    With an ``AnswerJournal``, the answers it already holds for this run are reused and each new
-    batch is appended to it as soon as it is generated.
+    With an ``AnswerJournal``, the answers it already holds for this run and these rows (same key,
+    prompt text and instruction arguments) are reused and each new batch is appended to it as soon as
+    it is generated.
     """
     from tqdm import tqdm
 
-    done = journal.load() if journal is not None else {}
-    out: list[str | None] = [done.get(str(r["key"])) for r in rows]
+    out: list[str | None] = journal.lookup(rows) if journal is not None else [None] * len(rows)
     todo = [i for i, a in enumerate(out) if a is None]
     if len(todo) < len(rows):
         log.info("%s: %d of %d answers reused from %s", desc, len(rows) - len(todo), len(rows), journal.path)
@@ -259,10 +259,13 @@ def evaluate(model, rows: Sequence[dict], conditions: Sequence[str] = CONDITIONS
     """
     from zhyper.data.ifeval import HELDOUT_TYPES
     from zhyper.evaluation.journal import AnswerJournal, fingerprint
+    from zhyper.pretrained import check_output_folder
 
     bad = [c for c in conditions if c not in CONDITIONS]
     if bad or not conditions:
         raise ValueError(f"conditions: expected some of {list(CONDITIONS)}, got {list(conditions)}")
+    if journal_dir is not None:  # answers in the checkpoint's folder would change its files (and its fingerprint)
+        check_output_folder(model, journal_dir, "ifeval")
     keep = {"all": None, "heldout": heldout_only(HELDOUT_TYPES if heldout_types is None else heldout_types),
             "multi": lambda row: len(row["instruction_id_list"]) >= 2}
     out = {}
@@ -338,7 +341,9 @@ def per_type_png(results: dict, heldout_types: Sequence[str] = ()) -> bytes:
 
 
 def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
-    """``ifeval.md``, ``ifeval.json``, ``ifeval.png``, ``answers_<condition>.jsonl`` into ``out_dir`` (atomically)."""
+    """``ifeval.md``, ``ifeval.json``, ``ifeval.png`` into ``out_dir`` (atomically), and each condition's answers
+    into ``answers_<condition>.jsonl``: this run's in row order, after every answer of the file they do not
+    supersede (other checkpoints' and settings', and this run's to rows beyond a shorter ``--limit``)."""
     from zhyper.data.ifeval import HELDOUT_TYPES
     from zhyper.evaluation.journal import AnswerJournal
     from zhyper.io import atomic_folder
@@ -348,8 +353,6 @@ def write(results: dict, rows: Sequence[dict], out_dir: str | Path) -> Path:
         (tmp / "ifeval.md").write_text(md, encoding="utf-8")
         (tmp / "ifeval.json").write_text(json.dumps(js, indent=2), encoding="utf-8")
         (tmp / "ifeval.png").write_bytes(per_type_png(results, HELDOUT_TYPES))
-        for cond, res in results.items():
-            journal = AnswerJournal(tmp / f"answers_{cond}.jsonl", res.get("run"))
-            with open(journal.path, "w", encoding="utf-8") as f:  # row order; replaces the journal of the run
-                f.writelines(journal.line(row, a) for row, a in zip(rows, res["answers"]))
+    for cond, res in results.items():
+        AnswerJournal(Path(out_dir) / f"answers_{cond}.jsonl", res.get("run")).compact(list(rows), res["answers"])
     return Path(out_dir)
