@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from zhyper.io import atomic_folder, atomic_write, file_lock, replaced_folder, same_folder, try_lock
 
@@ -127,3 +130,29 @@ def test_try_lock_gives_none_while_another_process_holds_it(tmp_path):
     lock = try_lock(lock_file)  # the twin: free again, taken at once
     assert lock is not None and lock.is_locked
     lock.release()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_permissions_a_plain_open_gives(tmp_path, umask):
+    """Weights (safetensors writes them private) get the mode of the JSON beside them: 0o666 less the umask."""
+    from safetensors.torch import save_file
+
+    from tests.conftest import tiny_llama
+    from tests.model_helpers import small_config
+    from zhyper import ZhyperModel
+    old = os.umask(umask)
+    try:
+        with atomic_folder(tmp_path / "out") as tmp:
+            save_file({"t": torch.zeros(2)}, str(tmp / "w.safetensors"))
+            (tmp / "c.json").write_text("{}")
+        atomic_write(tmp_path / "out" / "a.txt", "x")
+        ZhyperModel.from_base(tiny_llama(), small_config()).save_pretrained(tmp_path / "ckpt")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == expected
+    modes = {p.relative_to(tmp_path): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    assert modes == {p: expected for p in modes}, modes
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask  # twin: folders get the x bits

@@ -7,6 +7,8 @@ Every file zhyper writes goes through here:
 - ``atomic_folder(out_dir)``: build a folder's new files in a temporary sibling, then move them in
   one by one, each with ``os.replace``. Files already in ``out_dir`` that zhyper did not write now
   stay untouched (``save_pretrained`` in transformers behaves the same way);
+- files and folders get the modes a plain ``open()`` / ``mkdir`` gives (0o666 / 0o777 less the
+  umask), whatever the temporary files or the writer (safetensors writes private files) started with;
 - ``file_lock(path)``: an exclusive inter-process lock (``filelock``), with a timeout that names the
   lock file when another process holds it too long.
 """
@@ -38,6 +40,30 @@ def _naming(path: Path) -> Iterator[None]:
         raise _user_path_error(err, path) from err
 
 
+def current_umask() -> int:
+    """The process's umask (Linux: read from /proc, so it is never changed, even for a moment)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_modes(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes a plain ``open()`` / ``mkdir`` would: 0o666 / 0o777 less the
+    umask (temporary files and folders are private; safetensors writes its files private too)."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary sibling and one rename; returns the path.
 
@@ -58,7 +84,7 @@ def _write_and_replace(fd: int, tmp: str, path: Path, data: bytes | str) -> None
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private: give it a plain open()'s mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,9 +115,9 @@ def atomic_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     with _naming(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)
     try:
         yield tmp
+        plain_modes(tmp)
         with _naming(out_dir):
             _move_in(tmp, out_dir)
     finally:
@@ -123,9 +149,9 @@ def replaced_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; what zhyper writes is shared like any HF folder
     try:
         yield tmp
+        plain_modes(tmp)  # mkdtemp makes it private; what zhyper writes is shared like any HF folder
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
             os.replace(out_dir, old / out_dir.name)
