@@ -127,8 +127,10 @@ def test_non_finite_weights_in_the_file_name_the_tensor(tmp_path):
     tensors = load_file(str(ckpt / WEIGHTS_FILE))
     tensors["hypernet.context_proj.0.weight"][0, 0] = float("nan")
     save_file(tensors, str(ckpt / WEIGHTS_FILE))
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE} has \d+ bytes, but .*{CONFIG_FILE} records"):
+        ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())  # the file is not the one saved
     with pytest.raises(ValueError, match=r"tensor hypernet.context_proj.0.weight has 1 non-finite values \(NaN/inf\)"):
-        ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())
+        ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama(), verify=False)  # edited on purpose: still checked
 
 
 def test_another_model_type_is_refused_even_with_the_same_layout(tmp_path):
@@ -267,3 +269,44 @@ def test_a_checkpoint_without_fingerprint_loads_but_strict_says_why(tmp_path):
     ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama(seed=1))  # older checkpoints keep loading
     with pytest.raises(ValueError, match="records no fingerprint of its base model"):
         load_checkpoint(ZhyperModel, ckpt, base_model=tiny_llama(seed=1), strict_base=True)
+
+
+def test_a_flipped_byte_in_the_weights_is_refused_naming_the_file(tmp_path):
+    model, ckpt = saved(tmp_path)
+    ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())  # twin: the file as saved loads
+    data = bytearray((ckpt / WEIGHTS_FILE).read_bytes())
+    data[-3] ^= 0x10  # a bit of a tensor's value, not of the header: safetensors itself cannot see it
+    (ckpt / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{ckpt / WEIGHTS_FILE}: its SHA-256 .* differs from the .* that "
+                                         rf"{ckpt / CONFIG_FILE} records: the file was changed, or swapped in .*"
+                                         "verify=False"):
+        ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())
+    edited = ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama(), verify=False)  # the explicit opt-out
+    assert any(not torch.equal(v, model.trainable_state_dict()[k]) for k, v in edited.trainable_state_dict().items())
+
+
+def test_weights_swapped_in_from_another_checkpoint_are_refused(tmp_path, monkeypatch):
+    _, ckpt = saved(tmp_path)
+    other = perturb(ZhyperModel.from_base(tiny_llama(), small_config()), seed=7)
+    other.save_pretrained(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / WEIGHTS_FILE, ckpt / WEIGHTS_FILE)  # same tensors and shapes, other values
+    with pytest.raises(ValueError, match=rf"{ckpt / WEIGHTS_FILE}: its SHA-256 .*swapped in from another checkpoint"):
+        ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())
+    monkeypatch.setenv("ZHYPER_VERIFY_CHECKSUMS", "0")  # the command line's opt-out
+    ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())
+    ZhyperModel.from_pretrained(tmp_path / "other", base_model=tiny_llama())  # twin: the other checkpoint as saved
+
+
+def test_the_checksum_is_recorded_and_an_old_checkpoint_without_one_still_loads(tmp_path):
+    import hashlib
+
+    model, ckpt = saved(tmp_path)
+    files = json.loads((ckpt / CONFIG_FILE).read_text())["files"]
+    data = (ckpt / WEIGHTS_FILE).read_bytes()
+    assert files == {WEIGHTS_FILE: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    edit_record(ckpt, _drop("files"))  # a checkpoint written before checksums were recorded
+    loaded = ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())
+    assert all(torch.equal(v, model.trainable_state_dict()[k]) for k, v in loaded.trainable_state_dict().items())
+    edit_record(ckpt, _set(["files"], {WEIGHTS_FILE: {"bytes": "many"}}))  # twin: a malformed record is named
+    with pytest.raises(ValueError, match=rf"{CONFIG_FILE}: field 'files.{WEIGHTS_FILE}': expected"):
+        ZhyperModel.from_pretrained(ckpt, base_model=tiny_llama())

@@ -105,16 +105,17 @@ class ZhyperModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, base_model=None, dtype: torch.dtype | None = None,
-                        tokenizer=None, strict_base: bool = False) -> "ZhyperModel":
+                        tokenizer=None, strict_base: bool = False, verify: bool | None = None) -> "ZhyperModel":
         """Load a ``save_pretrained`` folder onto ``base_model`` (default: the recorded base id).
 
         A base whose weights differ from the one the checkpoint was trained on (its recorded
-        fingerprint) is a warning, or an error with ``strict_base=True``.
+        fingerprint) is a warning, or an error with ``strict_base=True``. A weights file whose SHA-256
+        is not the recorded one is refused; ``verify=False`` (or ``ZHYPER_VERIFY_CHECKSUMS=0``) loads it.
         """
         from zhyper.pretrained import load_checkpoint
 
         return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer,
-                               strict_base=strict_base)
+                               strict_base=strict_base, verify=verify)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically.

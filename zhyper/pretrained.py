@@ -9,7 +9,9 @@ into the folder a model was read from (``check_output_folder``).
 
 ``zhyper_config.json`` records the ZhyperConfig, the context size, the base model (id, revision,
 model type), the per-module layout (name, grid position, in/out features, modulation shape) and
-the library version. ``model.safetensors`` holds only the trained tensors: the hypernetwork
+the library version, and the weights file's size and SHA-256 (``files``: a flipped byte or a
+file swapped in from another checkpoint is refused on load, naming the file; ``verify=False``
+opts out). ``model.safetensors`` holds only the trained tensors: the hypernetwork
 (``hypernet.*``) and the shared factors (``base.<module>.lora_A`` / ``lora_B``). No pickle.
 """
 
@@ -236,6 +238,7 @@ def save_checkpoint(model, folder: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     from zhyper import __version__
+    from zhyper.checksums import file_records
 
     folder = Path(folder)
     check_output_folder(model, folder, "save_pretrained", allow_checkpoint=True)
@@ -254,7 +257,7 @@ def save_checkpoint(model, folder: str | os.PathLike) -> Path:
     }
     with atomic_folder(folder) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "zhyper_version": __version__})
-        write_config(tmp, record)
+        write_config(tmp, {**record, "files": file_records(tmp, [WEIGHTS_FILE])})  # checked on load
     return folder
 
 
@@ -342,18 +345,21 @@ def _check_tensors(folder: Path, weights: Path, tensors: dict, expected: dict) -
 
 
 def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None, tokenizer=None,
-                    strict_base: bool = False):
+                    strict_base: bool = False, verify: bool | None = None):
     """Rebuild a ZhyperModel from ``folder``; the base is ``base_model`` or the recorded id.
 
     Everything that can be checked without the base model's weights is checked first: the
     config file's fields, the weights file (header, tensor names and shapes), and the base's
     model_type and layout from its config. Once the base is loaded, its weights are compared with
     the fingerprint the checkpoint records: a warning when they differ, an error with ``strict_base``.
+    The weights file's SHA-256 must be the recorded one (``zhyper.checksums``; ``verify=False`` or
+    ``ZHYPER_VERIFY_CHECKSUMS=0`` skips this for weights edited on purpose; older checkpoints record none).
     """
     from safetensors.torch import load_file
     from torch import nn
 
     from zhyper.bases import hub_revision
+    from zhyper.checksums import verify_files
     from zhyper.config import ZhyperConfig
 
     folder = Path(folder)
@@ -363,6 +369,7 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
     except (ValueError, TypeError) as err:
         raise ValueError(f"{folder / CONFIG_FILE}: field 'config': {err}") from None
     weights = check_weights_file(folder, record)
+    verify_files(folder, record.get("files"), folder / CONFIG_FILE, verify)
     base_info = record.get("base_model") or {}
     if base_model is None:
         base_id = base_info.get("id")
