@@ -55,8 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from zhyper.serving.app import serve
     from zhyper.serving.limits import Limits
+    from zhyper.serving.ops import check_api_key
 
     api_key = args.api_key if args.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    if api_key is not None:  # refused before the model loads, naming where the key came from
+        check_api_key(api_key, "--api-key" if args.api_key is not None else f"${API_KEY_ENV}")
     limits = Limits(max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens_limit,
                     max_description_chars=args.max_description_chars,
                     max_description_tokens=args.max_description_tokens, max_body_bytes=args.max_body_bytes)

@@ -10,7 +10,6 @@ the server keeps serving. The engine's thread starts with the app (lifespan) and
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -22,10 +21,11 @@ from pathlib import Path
 from .contexts import NamedContext
 from .engine import Engine
 from .limits import LimitChecker, Limits
+from .logsafe import safe_logger
 from .ops import Ops, OpsMiddleware
 from .schemas import APIError, error_body
 
-logger = logging.getLogger(__name__)
+logger = safe_logger(__name__)
 
 DEFAULT_MODEL_NAME = "zhyper"
 
@@ -60,6 +60,7 @@ def create_app(engine: Engine, contexts: dict | None = None, model_name: str = D
         try:
             yield
         finally:
+            st.close()
             if started_here:
                 engine.stop()
 
@@ -77,8 +78,11 @@ def create_app(engine: Engine, contexts: dict | None = None, model_name: str = D
 
 def _install_error_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
+
+    from .routes import ClientGone
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
@@ -96,11 +100,24 @@ def _install_error_handlers(app) -> None:
         return JSONResponse(error_body(f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg')}",
                                        code="invalid_value"), status_code=400)
 
+    @app.exception_handler(ClientGone)
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request, exc):  # one INFO line: a client going away is not the server's error
+        logger.info("request %s: %s", _request_id(request), exc if isinstance(exc, ClientGone) else
+                    "the client disconnected before its request body was complete; nothing was answered")
+        return Response(status_code=499)  # nginx's "client closed request"; only the access log sees it
+
     @app.exception_handler(Exception)
     async def _server_error(request, exc):
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(f"internal server error: {type(exc).__name__}: {exc}", "server_error"),
-                            status_code=500)
+        rid = _request_id(request)
+        logger.exception("request %s: unhandled error on %s %s", rid, request.method, request.url.path)
+        # the exception's text may hold server paths: it stays in the log
+        return JSONResponse(error_body(f"internal server error ({type(exc).__name__}); the server log has the "
+                                       f"details under request id {rid}", "server_error"), status_code=500)
+
+
+def _request_id(request) -> str:
+    return getattr(request.state, "request_id", None) or "-"
 
 
 def build_app(checkpoint: str | os.PathLike, base: str | None = None, max_batch: int = 32, max_queue: int = 256,

@@ -13,13 +13,14 @@ shared LoRA B·A.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Sequence
 
 import torch
 
-logger = logging.getLogger(__name__)
+from .logsafe import safe_logger
+
+logger = safe_logger(__name__)
 
 
 def cat_rows(rows: Sequence):

@@ -21,13 +21,14 @@ checkpoint does not say what it was trained on: built-in rules are ``trained: nu
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-logger = logging.getLogger(__name__)
+from .logsafe import safe_logger
+
+logger = safe_logger(__name__)
 
 CONTEXTS_FILE = "contexts.json"
 PREFIX = "zhyper:"  # model names "zhyper:<context>" select a named context

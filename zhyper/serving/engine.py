@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import logging
 import threading
 import time
 from collections import deque
@@ -48,8 +47,9 @@ import torch
 
 
 from .cache import ModulationCache, cat_rows, select_rows
+from .logsafe import safe_logger
 
-logger = logging.getLogger(__name__)
+logger = safe_logger(__name__)
 
 
 class QueueFull(RuntimeError):
@@ -131,6 +131,7 @@ class Request:
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)  # when it was created (queue wait, admission window)
     weights: tuple[float, ...] | None = None
+    tag: str | None = None  # how the log names it (the server's request id); None: its number
 
     def __post_init__(self):
         if self.description is None or (isinstance(self.description, str) and self.weights is None):
@@ -152,6 +153,10 @@ class Request:
         if self.description is None:
             return ()
         return (self.description,) if isinstance(self.description, str) else self.description
+
+    @property
+    def name(self) -> str:
+        return self.tag or str(self.id)
 
     def cancel(self) -> None:
         """Ask the engine to drop this request (it leaves the batch before the next step)."""
@@ -488,13 +493,15 @@ class Engine:
         return rows, (cat_rows(mods) if mods else None)
 
     def _fail_request(self, request: Request, message: str, code: str, status: int = 500) -> None:
-        logger.warning("request %d failed alone (%s): %s", request.id, code, message)
+        # the message quotes the description, which may be private: at DEBUG only
+        logger.warning("request %s failed alone (%s, status %d)", request.name, code, status)
+        logger.debug("request %s: %s", request.name, message)
         self.stats["failed"] += 1
         _send(request, Event("error", message=message, code=code, status=status))
 
-    def _fail(self, row: _Row, message: str, code: str) -> None:
+    def _fail(self, row: _Row, message: str, code: str, status: int = 500) -> None:
         row.finished = True  # it leaves the batch before the next step; the other rows go on
-        self._fail_request(row.request, message, code)
+        self._fail_request(row.request, message, code, status)
 
     def _admit(self, requests: list[Request]) -> None:
         from transformers import DynamicCache
@@ -564,12 +571,12 @@ class Engine:
             if row.finished or row.request.cancelled:
                 continue
             if not finite[i]:
-                self._fail(row, _non_finite_output(row.request.description), "non_finite_output")
+                self._fail(row, *_non_finite(row.request))
             elif not row.params.greedy:
                 try:
                     tokens[i] = _sample(logits[i], row.params, row.generator)
                 except Exception as exc:
-                    logger.exception("request %d: sampling failed", row.request.id)
+                    logger.exception("request %s: sampling failed", row.request.name)
                     self._fail(row, f"sampling failed for this request ({type(exc).__name__}: {exc}); the other "
                                "requests were not affected", "sampling_failed")
         return tokens
@@ -677,6 +684,17 @@ def _quote(description: str | tuple[str, ...] | None, limit: int = 120) -> str:
     return repr(description if len(description) <= limit else description[:limit] + "...")
 
 
+def _non_finite(request: Request) -> tuple[str, str, int]:
+    """(message, code, status) of a row whose output is not finite: the request's weights when they amplify
+    (their magnitudes sum past 1, so the row leaves the span of its descriptions' own rows), else the checkpoint."""
+    weights = request.weights
+    if weights is not None and sum(abs(w) for w in weights) > 1 + 1e-6:
+        return (f"the modulation of {_quote(request.description)} weighted by {list(weights)} overflows the base "
+                "model's activations (its output is NaN or inf): use smaller weights (magnitudes summing to 1 "
+                "at most stay within the descriptions' own modulations)", "invalid_weights", 400)
+    return _non_finite_output(request.description), "non_finite_output", 500
+
+
 def _non_finite_output(description: str | None) -> str:
     if description is None:
         return ("the base model's output for this prompt is not finite (NaN or inf) or carries no information "
@@ -701,7 +719,7 @@ def _send(request: Request, event: Event) -> None:
     try:
         request.sink(event)
     except Exception:  # a broken consumer must not stop the batch
-        logger.exception("request %d: its event sink raised", request.id)
+        logger.exception("request %s: its event sink raised", request.name)
 
 
 class _Waiter:

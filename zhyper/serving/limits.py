@@ -8,12 +8,12 @@ after the window would get the same modulation: the server refuses them instead.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
+from .logsafe import safe_logger
 from .schemas import APIError
 
-logger = logging.getLogger(__name__)
+logger = safe_logger(__name__)
 
 
 @dataclass
@@ -28,10 +28,11 @@ class Limits:
     max_description_chars: int = 2000
     max_description_tokens: int | None = None
     max_body_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 64
 
     def __post_init__(self):
         optional = ("max_prompt_tokens", "max_tokens", "max_description_tokens")
-        for name in (*optional, "max_description_chars", "max_body_bytes"):
+        for name in (*optional, "max_description_chars", "max_body_bytes", "max_json_depth"):
             value = getattr(self, name)
             if value is None and name in optional:
                 continue
@@ -51,7 +52,8 @@ class LimitChecker:
     def bind(self, model) -> None:
         st = model.encoder.model  # the SentenceTransformer (loaded here, not on the first request)
         window = int(getattr(st, "max_seq_length", 0) or 0) or None
-        self._tokenizer = getattr(st, "tokenizer", None)
+        # a copy of its own: the engine thread's encoder sets truncation on the shared one while it encodes
+        self._tokenizer = _own_copy(getattr(st, "tokenizer", None))
         wanted = self.limits.max_description_tokens
         if window is not None and wanted is not None and wanted > window:
             logger.warning("max_description_tokens %d exceeds the sentence encoder's window of %d tokens; "
@@ -59,10 +61,14 @@ class LimitChecker:
         self.description_tokens = min(x for x in (wanted, window) if x is not None) if (wanted or window) else None
         self.bound = True
 
-    def check_body(self, n_bytes: int) -> None:
+    def check_body(self, n_bytes: int, declared: bool = False) -> None:
+        """413 (and the connection closed: the rest of the body is not read) past ``max_body_bytes``;
+        ``declared``: ``n_bytes`` is the Content-Length header's, checked before any byte is read."""
         if n_bytes > self.limits.max_body_bytes:
-            raise APIError(413, f"the request body has {n_bytes} bytes; this server accepts at most "
-                           f"{self.limits.max_body_bytes} (--max-body-bytes)", code="body_too_large")
+            what = "declares a body of" if declared else "has a body of at least"
+            raise APIError(413, f"the request {what} {n_bytes} bytes; this server accepts at most "
+                           f"{self.limits.max_body_bytes} (--max-body-bytes)", code="body_too_large",
+                           headers={"Connection": "close"})
 
     def check_description(self, description: str | None) -> None:
         if description is None:
@@ -90,3 +96,15 @@ class LimitChecker:
         if most is not None and max_tokens is not None and max_tokens > most:
             raise APIError(400, f"max_tokens: {max_tokens} requested; this server generates at most {most} per "
                            "request (--max-tokens-limit)", param="max_tokens", code="max_tokens_too_large")
+
+
+def _own_copy(tokenizer):
+    """A deep copy of a tokenizer (None stays None; one that cannot be copied is shared)."""
+    import copy
+
+    if tokenizer is None:
+        return None
+    try:
+        return copy.deepcopy(tokenizer)
+    except Exception:  # a tokenizer without copy support: share it (as before)
+        return tokenizer

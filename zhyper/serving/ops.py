@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import threading
 import time
 import uuid
 
+from .logsafe import safe_logger
 from .schemas import error_body
 
-logger = logging.getLogger(__name__)
+logger = safe_logger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 CHAT_PATH = "/v1/chat/completions"
@@ -31,10 +31,9 @@ class Ops:
     """The server's operational state: API key, draining flag, chat requests in flight."""
 
     def __init__(self, api_key: str | None = None):
-        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-            raise ValueError("api_key: expected a non-empty string or None")
-        self.api_key = api_key
+        self.api_key = None if api_key is None else check_api_key(api_key)
         self.draining = False
+        self.cut = False  # the drain timed out: requests still reading their body are answered 503 at once
         self.in_flight = 0
         self._cond = threading.Condition()
 
@@ -68,9 +67,24 @@ class Ops:
                 if left <= 0:
                     logger.warning("drain timeout (%g s): %d requests still in flight are cut", timeout,
                                    self.in_flight)
+                    self.cut = True
                     return False
                 self._cond.wait(min(left, 0.1))
         return True
+
+
+def check_api_key(key, name: str = "api_key") -> str:
+    """``key`` if an ``Authorization: Bearer <key>`` header can carry it: visible ASCII only (0x21-0x7E,
+    RFC 9110's VCHAR), else a ValueError naming the first character that cannot go (never the key)."""
+    expected = ("expected visible ASCII only (letters, digits, punctuation; no spaces, control characters or "
+                "non-ASCII letters), which an HTTP header can carry")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{name}: {expected}; got {'an empty string' if key == '' else type(key).__name__}")
+    for i, c in enumerate(key, 1):
+        if not "\x21" <= c <= "\x7e":
+            raise ValueError(f"{name}: character {i} (U+{ord(c):04X}) cannot be sent in an HTTP header; {expected} "
+                             "(the key itself is not shown)")
+    return key
 
 
 class OpsMiddleware:

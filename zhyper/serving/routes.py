@@ -24,7 +24,7 @@ from .engine import MAX_DESCRIPTIONS, Engine, EngineStopped, Event, QueueFull, R
 from .limits import LimitChecker
 from .metrics import Metrics
 from .ops import Ops
-from .schemas import APIError, chunk, completion, error_body, model_card, parse_request
+from .schemas import APIError, chunk, completion, decode_body, error_body, model_card, parse_request
 
 
 @dataclass
@@ -37,6 +37,21 @@ class ServerState:
     limits: LimitChecker
     metrics: Metrics
     created: int = field(default_factory=lambda: int(time.time()))
+    _pool: object = field(default=None, repr=False)
+
+    def parse_pool(self):
+        """The one thread that parses and tokenises request bodies (off the event loop; one, so that the
+        tokenizers are never used by two parsers at once); started on first use, ended by ``close``."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhyper-parse")
+        return self._pool
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def card(self, name: str) -> dict:
         if name == self.model_name:
@@ -196,16 +211,67 @@ def install_chat_route(app, st: ServerState) -> None:
             request.cancel()  # a client that went away frees its row (no-op once finished)
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete (nothing can be answered)."""
+
+    def __init__(self, received: int, declared: str | None):
+        super().__init__(f"the client disconnected after {received} of {declared or 'an unknown number of'} "
+                         "body bytes; nothing was answered")
+
+
+POLL_S = 0.25  # how often a body read looks whether the drain has timed out
+
+
 async def _prepare(st: ServerState, http: HTTPRequest):
-    """Parse, check the limits, tokenise: (the parsed request, the engine Request, its event queue)."""
-    raw = await http.body()
-    st.limits.check_body(len(raw))
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"malformed JSON body: {exc}; expected a JSON object with 'messages'",
-                       code="invalid_json") from None
-    req = parse_request(data)
+    """Read the body (bounded), then parse, check and tokenise it on the parse thread, off the event loop:
+    (the parsed request, the engine Request, its event queue)."""
+    raw = await _read_body(st, http)
+    loop = asyncio.get_running_loop()
+    req, prompt_ids, description, weights, params = await loop.run_in_executor(st.parse_pool(), _parse, st, raw)
+    events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def sink(event: Event) -> None:  # on the engine thread; a non-streamed answer needs only its end
+        if req.stream or event.kind != "text":
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    request = Request(prompt_ids, description, params, sink, weights=weights, tag=http.state.request_id)
+    return req, request, events
+
+
+async def _read_body(st: ServerState, http: HTTPRequest) -> bytes:
+    """The request body, refused (413) as soon as its declared or received size passes the limit; a client
+    that disconnects raises ClientGone; one still sending when the drain times out is answered 503."""
+    declared = http.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit():
+        st.limits.check_body(int(declared), declared=True)
+    parts, size = [], 0
+    while True:
+        message = await _receive(st, http)
+        if message["type"] == "http.disconnect":
+            raise ClientGone(size, declared)
+        part = message.get("body", b"")
+        size += len(part)
+        st.limits.check_body(size)
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _receive(st: ServerState, http: HTTPRequest) -> dict:
+    """The next ASGI message of the body, waiting in slices so that the drain's timeout cuts a stalled one."""
+    while True:
+        if st.ops.cut:
+            raise APIError(503, "server unavailable: it shut down (drain timeout) before this request's body "
+                           "was complete", "server_error", code="draining", headers={"Connection": "close"})
+        try:
+            return await asyncio.wait_for(http.receive(), POLL_S)
+        except asyncio.TimeoutError:
+            continue
+
+
+def _parse(st: ServerState, raw: bytes):
+    """On the parse thread: (request, prompt ids, description, weights, SamplingParams) of a body, or APIError."""
+    req = parse_request(decode_body(raw, st.limits.limits.max_json_depth))
     description, weights = conditioning(st, req)
     try:
         prompt_ids = st.engine.encode_chat(req.chat())
@@ -223,22 +289,21 @@ async def _prepare(st: ServerState, http: HTTPRequest):
     params = SamplingParams(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
                             top_p=1.0 if req.top_p is None else req.top_p, stop=req.stops, seed=req.seed,
                             ignore_eos=req.ignore_eos)
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[Event] = asyncio.Queue()
-
-    def sink(event: Event) -> None:  # on the engine thread; a non-streamed answer needs only its end
-        if req.stream or event.kind != "text":
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-    return req, Request(prompt_ids, description, params, sink, weights=weights), events
+    return req, prompt_ids, description, weights, params
 
 
 def _engine_error(st: ServerState, event: Event) -> APIError:
-    message = event.message or "generation failed"
+    """The APIError of an engine's error event; the checkpoint is named by its folder's name, never its path."""
+    from pathlib import Path
+
+    message, param = event.message or "generation failed", None
     if event.code in ("non_finite_modulation", "non_finite_output") and st.checkpoint:
-        message += f" (checkpoint {st.checkpoint})"
+        message += f" (checkpoint {Path(st.checkpoint).name!r})"
+    if event.code == "invalid_weights":
+        param = "description_weights"
+        message = message if message.startswith(param) else f"{param}: {message}"
     return APIError(event.status, message, "server_error" if event.status >= 500 else "invalid_request_error",
-                    code=event.code or "generation_failed")
+                    param=param, code=event.code or "generation_failed")
 
 
 async def _sse(st: ServerState, request: Request, events: asyncio.Queue, cid: str, model: str, include_usage: bool):

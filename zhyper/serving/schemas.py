@@ -12,6 +12,7 @@ bodies are plain dicts in OpenAI's shapes (``completion``, ``chunk``, ``error_bo
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -197,6 +198,70 @@ class _Unsupported(ValueError):
     def __init__(self, param: str, message: str):
         super().__init__(message)
         self.param = param
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included
+_OPEN_CLOSE = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[{]}"))
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_depth(raw: bytes, most: int) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings not counted), read without
+    parsing it: at most ``most`` is all a caller needs to know when the text has no more brackets than that."""
+    from itertools import accumulate
+    from operator import sub
+
+    if raw.count(b"[") + raw.count(b"{") <= most:
+        return min(most, raw.count(b"[") + raw.count(b"{"))
+    steps = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS).translate(_OPEN_CLOSE)  # 2 opens, 0 closes
+    if not steps:
+        return 0
+    # the depth after the i-th bracket is (opens - closes) = prefix sum of (2 or 0) - i
+    return max(map(sub, accumulate(steps), range(1, len(steps) + 1)))
+
+
+def decode_body(raw: bytes, max_depth: int) -> Any:
+    """The JSON of a request body, its nesting bounded before it is parsed and its text valid Unicode;
+    APIError(400) naming what is wrong otherwise."""
+    import json
+
+    depth = json_depth(raw, max_depth)
+    if depth > max_depth:
+        raise APIError(400, f"body: JSON nested {depth} levels deep; this server accepts at most {max_depth} "
+                       "levels of arrays and objects", code="too_deep")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"malformed JSON body: {exc}; expected a JSON object with 'messages'",
+                       code="invalid_json") from None
+    found = find_surrogate(data)
+    if found is not None:
+        where, what = found
+        raise APIError(400, f"{where}: {what}; expected valid Unicode text (a \\uD800-\\uDFFF escape in JSON must "
+                       "be one half of a surrogate pair, a high one followed by a low one)", param=where,
+                       code="invalid_unicode")
+    return data
+
+
+def find_surrogate(data: Any) -> tuple[str, str] | None:
+    """(the field, what is wrong) of the first text holding a lone surrogate, in document order; None if none.
+    Fields are named as in error messages: ``messages.0.content``, ``description.1``."""
+    stack = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            hit = _SURROGATE.search(value)
+            if hit:
+                return where or "body", f"a lone surrogate {ascii(hit.group())[1:-1]} at character {hit.start()}"
+        elif isinstance(value, dict):
+            for key in value:
+                if _SURROGATE.search(key):
+                    return where or "body", f"the key {ascii(key)[:80]} holds a lone surrogate"
+            stack.extend((f"{where}.{key}" if where else key, item) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}" if where else str(i), item) for i, item in reversed(list(enumerate(value))))
+    return None
 
 
 def parse_request(data: Any) -> ChatCompletionRequest:
