@@ -193,3 +193,85 @@ def test_merge_refuses_a_merged_weight_that_overflows_its_dtype(tmp_path):
     with torch.no_grad():
         layer.lora_B.fill_(1e-2)  # twin: a representable update merges
     assert model.merge(GERMAN).model.layers[0].self_attn.q_proj.weight.dtype == torch.float16
+
+
+def _flip_last_tensor_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_an_export_records_its_checksums_and_a_changed_adapter_is_refused_on_load(tmp_path):
+    import hashlib
+
+    from tests.model_helpers import tiny_chat_base
+    from zhyper.baselines import LoRABaseline
+
+    base = tiny_chat_base(tmp_path / "base")
+    model = perturb(ZhyperModel.from_base(str(base), small_config())).eval()
+    out = model.export_peft(GERMAN, tmp_path / "adapter")
+    files = json.loads((out / "zhyper_export.json").read_text())["files"]
+    data = (out / "adapter_model.safetensors").read_bytes()
+    assert files == {"adapter_model.safetensors": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    LoRABaseline.from_pretrained(out)  # twin: the adapter as exported loads
+    _flip_last_tensor_byte(out / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match=rf"{out / 'adapter_model.safetensors'}: its SHA-256 .* differs"):
+        LoRABaseline.from_pretrained(out)
+    LoRABaseline.from_pretrained(out, verify=False)  # weights edited on purpose
+    merged = tmp_path / "merged"
+    model.merge(GERMAN, merged)
+    assert "model.safetensors" in json.loads((merged / "zhyper_export.json").read_text())["files"]
+    from zhyper.export import verify_export
+
+    verify_export(merged)
+    _flip_last_tensor_byte(merged / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"{merged / 'model.safetensors'}: its SHA-256"):
+        verify_export(merged)
+
+
+def test_a_lora_runs_adapter_records_its_checksum_and_a_swapped_one_is_refused(tmp_path):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from tests.model_helpers import tiny_chat_base
+    from zhyper.baselines import LoRABaseline
+
+    base = tiny_chat_base(tmp_path / "base")
+    lora = LoRABaseline.from_base(AutoModelForCausalLM.from_pretrained(base), small_config())
+    lora.save_pretrained(tmp_path / "lora")
+    LoRABaseline.from_pretrained(tmp_path / "lora")  # twin: as saved it loads
+    perturb(ZhyperModel.from_base(str(base), small_config())).export_peft(GERMAN, tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "adapter_model.safetensors", tmp_path / "lora" / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors has \d+ bytes|adapter_model.safetensors: its SHA"):
+        LoRABaseline.from_pretrained(tmp_path / "lora")
+
+
+def test_exports_of_two_formats_in_one_folder_never_contradict_each_other(tmp_path, capsys):
+    from zhyper.cli import main
+    from zhyper.testing import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path)
+    out = tmp_path / "out"
+
+    def generate(description, fmt="peft"):
+        code = main(["generate", "--checkpoint", str(ckpt), "--description", description, "--out", str(out),
+                     "--format", fmt])
+        return code, capsys.readouterr().err
+
+    assert generate(GERMAN)[0] == 0
+    assert generate(GERMAN, "zhyper")[0] == 0  # the same description in both formats: one consistent folder
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, err = generate(UPPER, "zhyper")  # twin: another description beside the German adapter
+    assert code == 2 and f"{out} holds the peft export of {GERMAN!r}" in err and "contradict" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing was written
+    record = json.loads((out / "zhyper_export.json").read_text())
+    assert sorted(record["formats"]) == ["peft", "zhyper"] and record["description"] == GERMAN
+    code, err = generate(UPPER)  # the peft files would be replaced, the zhyper ones would still say German
+    assert code == 2 and f"the zhyper export of {GERMAN!r}" in err
+    alone = tmp_path / "alone"
+    for description in (GERMAN, UPPER):  # one format only: a new description replaces the whole export
+        assert main(["generate", "--checkpoint", str(ckpt), "--description", description, "--out", str(alone),
+                     "--format", "zhyper"]) == 0
+    assert (alone / "description.txt").read_text() == UPPER + "\n"
+    assert json.loads((alone / "zhyper_export.json").read_text())["description"] == UPPER

@@ -46,19 +46,25 @@ class LoRABaseline(nn.Module):
         return cls(get_peft_model(base, lora), config, tokenizer, name)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, base_model: str | None = None) -> "LoRABaseline":
-        """Load a ``save_pretrained`` folder (a PEFT adapter) onto its recorded base, or ``base_model``."""
+    def from_pretrained(cls, folder: str | os.PathLike, base_model: str | None = None,
+                        verify: bool | None = None) -> "LoRABaseline":
+        """Load a ``save_pretrained`` folder (a PEFT adapter) onto its recorded base, or ``base_model``.
+
+        The adapter's weights must have the SHA-256 its ``zhyper_export.json`` records, if it has one
+        (``verify=False`` or ``ZHYPER_VERIFY_CHECKSUMS=0`` skips this for weights edited on purpose)."""
         import json
 
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from zhyper.base_model import resolve_base
+        from zhyper.export import verify_export
 
         config_file = Path(folder) / "adapter_config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"{folder}: no adapter_config.json; expected a PEFT adapter folder "
                                     "(LoRABaseline.save_pretrained, a LoRA run's final/)")
+        verify_export(folder, verify)
         record = json.loads(config_file.read_text(encoding="utf-8"))
         base_id = base_model or record.get("base_model_name_or_path")
         if not base_id:
@@ -121,10 +127,15 @@ class LoRABaseline(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """A standard PEFT adapter folder (adapter_config.json + adapter_model.safetensors), written atomically."""
+        """A standard PEFT adapter folder (adapter_config.json + adapter_model.safetensors), written atomically,
+        with ``zhyper_export.json`` recording the weights' SHA-256 (checked by ``from_pretrained``)."""
+        from zhyper.export import ADAPTER_WEIGHTS, write_record
         from zhyper.io import atomic_folder
 
         folder = Path(folder)
         with atomic_folder(folder) as tmp:
             self.base.save_pretrained(str(tmp))
+            names = [p.name for p in tmp.iterdir() if p.is_file()]
+            write_record(tmp, {"written_by": "LoRABaseline.save_pretrained", "base_model": self.base_model_id},
+                         "peft", names, [ADAPTER_WEIGHTS])
         return folder

@@ -7,7 +7,10 @@ description (``modulation`` for diag/square, ``modulation.<type>`` for full), pl
 
 --out must not be (or lie inside) the --checkpoint folder or a local --base folder: the command
 never writes into a folder it reads from. Other files already in --out are kept; a modulation or
-trained tensor with a NaN/inf is refused before anything is written.
+trained tensor with a NaN/inf is refused before anything is written. Both formats record what they
+export in zhyper_export.json (with the SHA-256 of the weights): the same description may be written
+in both formats into one --out, another description only replaces an export of the same format (a
+peft adapter of one description beside a description.txt of another is refused).
 """
 
 from __future__ import annotations
@@ -44,19 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "peft":
         out = model.export_peft(entry, args.out, weights, args.combine)
     else:
-        from safetensors.torch import save_file
+        from zhyper.export import export_modulation
 
-        from zhyper.io import atomic_folder
-        from zhyper.pretrained import check_finite, check_output_folder
-
-        check_output_folder(model, Path(args.out), "zhyper generate")
-        tensors = ({"modulation": modulation[0]} if not isinstance(modulation, dict)
-                   else {f"modulation.{t}": m[0] for t, m in modulation.items()})
-        check_finite(tensors, f"zhyper generate: the hypernetwork's output for {entry!r}")
-        with atomic_folder(args.out) as tmp:
-            save_file({k: v.float().cpu().contiguous() for k, v in tensors.items()},
-                      str(tmp / "modulation.safetensors"))
-            (tmp / "description.txt").write_text("\n".join(args.description) + "\n")
-        out = Path(args.out)
+        out = export_modulation(model, entry, args.out, modulation, weights, args.combine,
+                                text="\n".join(args.description), action="zhyper generate")
     print(out)
     return 0
