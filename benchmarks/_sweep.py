@@ -93,4 +93,8 @@ def summary(result: dict) -> dict:
         "per_rule": per_rule,
         "retention_mean": result.get("retention", {}).get("retention/mean"),
         "retention_worst": result.get("retention", {}).get("retention/worst"),
+        "spread": result.get("diagnostics", {}).get("diagnostics.spread_median"),
+        "description_share": result.get("diagnostics", {}).get("diagnostics.description_share"),
+        "effective_rank": result.get("diagnostics", {}).get("diagnostics.effective_rank"),
+        "train_min": result["train_time_s"] / 60 if result.get("train_time_s") else None,
     }

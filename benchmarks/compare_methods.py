@@ -41,7 +41,13 @@ for _rank in (4, 16):
     METHODS[f"Zhyper square, rank {_rank}"] = ["model.mode=square", f"model.rank={_rank}"]
     METHODS[f"LoRA, description in prompt, rank {_rank}"] = [*METHODS["LoRA, description in prompt"],
                                                                f"model.rank={_rank}"]
-ABLATIONS = [m for m in METHODS if "rank " in m]
+# {out} is the sweep's folder and {seed} the seed: the frozen factors are those of the same seed's prompted LoRA
+METHODS["Zhyper diag, A/B frozen from the prompted LoRA"] = [
+    "model.freeze_factors_from={out}/lora_description_in_prompt.seed{seed}/final"]
+METHODS["Zhyper diag, no position embeddings"] = ["model.position_embeddings=false"]
+# deliberately collapsed (the diagnostics' negative control): z pinned to 1, every context alike; no answers asked
+METHODS["Zhyper diag, collapsed on purpose"] = ["train.modulation_l2=1000", "eval.generate=false"]
+ABLATIONS = [m for m in METHODS if "rank " in m or m.startswith("Zhyper diag, ") and "pair" not in m]
 BASE = "Base model, description in prompt"
 
 
@@ -83,7 +89,8 @@ def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, se
     """Train and evaluate one method at one seed (or read its finished run), adding its row."""
     slug = name.lower().replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("-", "")
     # the base model's answers do not depend on what was trained: asked once per seed (first method)
-    flags = [*args.common, *METHODS[name], f"train.seed={seed}", f"data.seed={seed}",
+    own = [f.replace("{out}", str(out)).replace("{seed}", str(seed)) for f in METHODS[name]]
+    flags = [*args.common, *own, f"train.seed={seed}", f"data.seed={seed}",
              f"eval.base_prompt={'true' if m == 0 and not args.no_base_prompt else 'false'}"]
     print(f"== {name}, seed {seed}: {' '.join(flags)}", flush=True)
     if args.tabulate and not (out / f"{slug}.seed{seed}" / "eval.json").is_file():
@@ -94,6 +101,8 @@ def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, se
     except RuntimeError as err:  # one failed run leaves its row out (the log says why); the sweep goes on
         print(f"   failed: {err}", flush=True)
         return
+    if "diagnostics" not in result and (out / f"{slug}.seed{seed}" / "final" / "zhyper_config.json").is_file():
+        result["diagnostics"] = _diagnostics(out / f"{slug}.seed{seed}" / "final")  # a run older than the diagnostics
     rows.setdefault(name, []).append({**summary(result), "seed": seed})
     if m == 0:
         comp = result.get("compliance", {})
@@ -102,12 +111,20 @@ def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, se
                              for split in ("seen", "unseen") for se in ("", "_se")}})
 
 
+def _diagnostics(checkpoint: Path) -> dict:
+    from zhyper.evaluation.diagnostics import inspect_checkpoint
+
+    return inspect_checkpoint(checkpoint).metrics()
+
+
 COLUMNS = [("seed", "seeds", 0), ("n_trainable", "trainable params", 0), ("step_time_s", "step s", 2),
            ("heldout_seen", "held-out compliance, seen", 2), ("paraphrase_seen", "paraphrase compliance, seen", 2),
            ("worst", "worst seen rule", 2), ("random_excess_max", "random control excess (max)", 2),
            ("seen_gap", "seen gap", 3), ("unseen_gap", "unseen gap", 3),
            ("heldout_unseen", "unseen compliance", 2), ("retention_mean", "content retention (mean)", 2),
-           ("retention_worst", "content retention (worst context)", 2)]
+           ("retention_worst", "content retention (worst context)", 2),
+           ("spread", "z spread (collapse)", 3), ("description_share", "description share (ignorance)", 3),
+           ("train_min", "training min", 1)]
 
 
 # columns shown with ± 2 standard errors from held-out data (averaged over seeds)

@@ -101,6 +101,7 @@ def train(args) -> int:
     tokenizer = build.tokenizer_for(cfg)
     base, hf_ds = build.build_base(cfg, ds, tokenizer)
     model = build.build_model(cfg, base, tokenizer)
+    build.freeze_factors(cfg, model)  # model.freeze_factors_from: A/B of a trained LoRA, frozen (else nothing)
     if run.center is not None:
         model.hypernet.set_context_center(run.center)
     if cfg.train.neftune_alpha > 0:
@@ -151,7 +152,8 @@ def finish(cfg, s, engine, run, tokenizer, progress, metrics: dict, speed: dict)
     paths = final.write_final(cfg, tokenizer, tensors, s.out_dir, run.data, fingerprint) if s.master else {}
     compliance = evaluate.compliance(engine, run, cfg, s.rank, s.world, progress=s.master)
     if s.master:
-        md = report.write_report(cfg, s.out_dir, metrics, compliance, speed, progress.tracker, paths)
+        found = evaluate.diagnostics(cfg, paths)  # collapse / context ignorance, from the checkpoint just written
+        md = report.write_report(cfg, s.out_dir, metrics, compliance, speed, progress.tracker, paths, found)
         progress.tracker.finish()
         print(f"\n{md}\n" + "\n".join(f"{k}: {v.resolve()}" for k, v in paths.items())
               + f"\nMLflow: {progress.tracker.tracking_uri} (run {progress.tracker.run_id})"

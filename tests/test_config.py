@@ -63,11 +63,11 @@ def test_hypernet_config_takes_every_setting_from_the_model_config():
     from zhyper.hyper.spec import SETTING_FIELDS
 
     cfg = ZhyperConfig(mode="square", rank=4, latent_dim=32, head_in=24, n_blocks=1, mlp_ratio=2, dropout=0.2,
-                       hyper_dropout=0.1, z_init="identity", contrast=True)
+                       hyper_dropout=0.1, z_init="identity", contrast=True, position_embeddings=False)
     hcfg = cfg.hypernet_config(_Layout(), context_dim=6)
     got = {name: getattr(hcfg, name) for name in SETTING_FIELDS}
     assert got == dict(mode="square", rank=4, latent_dim=32, head_in=24, n_blocks=1, mlp_ratio=2, dropout=0.1,
-                       z_init="identity", contrast=True)
+                       z_init="identity", contrast=True, position_embeddings=False)
     assert (hcfg.n_layers, hcfg.module_types, hcfg.features["v_proj"]) == (3, ("q_proj", "v_proj"), (12, 4))
 
 
@@ -83,7 +83,7 @@ def test_hypernet_config_has_no_defaults_of_its_own():
     """One home for the defaults: a HyperNetConfig without its settings names what is missing."""
     from zhyper.hyper.spec import HyperNetConfig
 
-    with pytest.raises(TypeError, match="missing 9 required positional arguments: 'mode', 'rank'"):
+    with pytest.raises(TypeError, match="missing 10 required positional arguments: 'mode', 'rank'"):
         HyperNetConfig(context_dim=6, n_layers=3, module_types=("q_proj",), features={"q_proj": (12, 12)})
 
 

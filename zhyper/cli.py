@@ -27,6 +27,7 @@ COMMANDS = {
     "plan": "per-rank memory and computed step time of a run before it starts: does it fit, what to change",
     "serve": "OpenAI-compatible HTTP server: each request brings its own description, batched together",
     "train": "run the DeepSpeed recipe (launch/train.py) through the real deepspeed launcher, as `bash make.sh train`",
+    "inspect": "is a trained hypernetwork collapsed or ignoring its descriptions? (failure signatures of a checkpoint)",
     "eval": "score a checkpoint on a benchmark with its official checkers (ifeval: IFEval's 541 prompts)",
 }
 EXIT_USER_ERROR = 2  # as argparse's usage errors

@@ -15,11 +15,15 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from zhyper.hyper.spec import (KNOWN_ENCODER_DIMS, POOLINGS, SETTING_FIELDS, Z_INITS, HyperNetConfig, check_choice,
-                               check_hypernet_fields, check_int, check_probability)
+                               check_hypernet_fields, check_int, check_position_embeddings, check_probability)
 from zhyper.layers.shapes import MODES
 
 __all__ = ["KNOWN_ENCODER_DIMS", "MODES", "POOLINGS", "Z_INITS", "ZhyperConfig", "check_choice", "check_hypernet_fields",
            "check_int", "check_probability"]
+
+
+# fields added after the first checkpoint format, left out of to_dict() at these values
+OMITTED_AT_DEFAULT = {"position_embeddings": True, "freeze_factors_from": None}
 
 
 @dataclass
@@ -55,6 +59,12 @@ class ZhyperConfig:
     n_blocks: int = field(default=2, metadata={"help": "residual MLP blocks after the mixer"})
     mlp_ratio: int = field(default=4, metadata={"help": "hidden width of every MLP = mlp_ratio x latent_dim"})
     hyper_dropout: float = field(default=0.05, metadata={"help": "dropout inside the hypernetwork"})
+    position_embeddings: bool = field(default=True, metadata={
+        "help": "the hypernetwork reads layer and module-type embeddings beside the description; false: it reads "
+                "the description only and emits one modulation shared by every layer and type (diag/square)"})
+    freeze_factors_from: str | None = field(default=None, metadata={
+        "help": "training only: a PEFT LoRA adapter folder (a multi-task LoRA run's final/) whose lora_A / lora_B "
+                "become the shared A and B, frozen: only the hypernetwork trains. Same rank, alpha and targets"})
 
     def __post_init__(self) -> None:
         check_hypernet_fields(self.mode, self.z_init, self.rank, self.latent_dim, self.head_in, self.n_blocks,
@@ -68,6 +78,11 @@ class ZhyperConfig:
         if not isinstance(self.contrast, bool):
             raise TypeError(f"contrast: expected a bool, got {type(self.contrast).__name__}")
         check_probability("dropout", self.dropout)
+        check_position_embeddings(self.position_embeddings, self.mode)
+        if self.freeze_factors_from is not None and (not isinstance(self.freeze_factors_from, str)
+                                                     or not self.freeze_factors_from.strip()):
+            raise ValueError(f"freeze_factors_from: expected the path of a PEFT LoRA adapter folder or null, got "
+                             f"{self.freeze_factors_from!r}")
         if not isinstance(self.target_modules, str) and isinstance(self.target_modules, Sequence):
             if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
                 raise ValueError(f"target_modules: expected a non-empty list of names, got {self.target_modules!r}")
@@ -104,7 +119,9 @@ class ZhyperConfig:
         return HyperNetConfig.from_layout(layout, context_dim, **self.hypernet_fields())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, except the later additions at their defaults (``OMITTED_AT_DEFAULT``): a checkpoint of a
+        default model keeps the JSON that earlier versions of zhyper write and read."""
+        return {k: v for k, v in asdict(self).items() if k not in OMITTED_AT_DEFAULT or v != OMITTED_AT_DEFAULT[k]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ZhyperConfig":

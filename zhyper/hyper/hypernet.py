@@ -34,6 +34,10 @@ between unrelated formatting rules with all-MiniLM-L6-v2), so uncentred inputs r
 nearly collinear features and the hypernetwork learns one modulation for every context. With the
 mean removed the same run separates contexts (see docs/training.md for the measurement).
 
+Without position embeddings (``position_embeddings=False``, an ablation): no layer or type embedding,
+the description's projection fills the whole width, the trunk runs once per context and one head emits
+one z (or Z) that every layer and module type shares; the output keeps its (b, L, T, *shape) form.
+
 Output: a tensor (b, L, T, *shape) for diag / square; for full mode (per-type sizes differ) a dict
 {module_type: (b, L, r·in + out·r)}. Both are what ``zhyper.layers.modulate`` accepts.
 
@@ -91,14 +95,16 @@ class HyperNetwork(nn.Module):
         self.config = cfg = config
         d = cfg.latent_dim
         hidden = cfg.mlp_ratio * d
-        self.context_proj = nn.Sequential(nn.Linear(cfg.context_dim, d // 2), nn.LayerNorm(d // 2))
-        self.layer_embedding = GridEmbedding(cfg.n_layers, d // 4)
-        self.type_embedding = GridEmbedding(len(cfg.module_types), d // 4)
+        d_context = d // 2 if cfg.position_embeddings else d  # without positions the description fills the width
+        self.context_proj = nn.Sequential(nn.Linear(cfg.context_dim, d_context), nn.LayerNorm(d_context))
+        if cfg.position_embeddings:
+            self.layer_embedding = GridEmbedding(cfg.n_layers, d // 4)
+            self.type_embedding = GridEmbedding(len(cfg.module_types), d // 4)
         self.mixer = nn.Sequential(nn.Dropout(cfg.dropout), _mlp(d, hidden, d, cfg.dropout))
         self.blocks = nn.ModuleList(ResidualBlock(d, hidden, cfg.dropout) for _ in range(cfg.n_blocks))
         self.out = nn.Sequential(nn.LayerNorm(d), _mlp(d, hidden, cfg.head_in, cfg.dropout))
-        self.heads = nn.ModuleDict({t: nn.Linear(cfg.head_in, _numel(cfg.output_shape(t)))
-                                    for t in cfg.module_types})
+        head_types = cfg.module_types if cfg.position_embeddings else cfg.module_types[:1]  # one shared head
+        self.heads = nn.ModuleDict({t: nn.Linear(cfg.head_in, _numel(cfg.output_shape(t))) for t in head_types})
         self.register_buffer("context_center", torch.zeros(cfg.context_dim))
         self.reset_heads()
 
@@ -143,13 +149,19 @@ class HyperNetwork(nn.Module):
                              f"{self.config.context_dim})")
 
     def hidden(self, context: torch.Tensor) -> torch.Tensor:
-        """h (b, L, T, head_in): the shared trunk for every (context, layer, type)."""
+        """h (b, L, T, head_in): the shared trunk for every (context, layer, type); (b, 1, 1, head_in) without
+        position embeddings (one row per context, shared by every layer and type)."""
         cfg = self.config
         self._check(context)
         b, n_l, n_t = context.shape[0], cfg.n_layers, len(cfg.module_types)
         context = context.to(self.context_proj[0].weight.dtype) - self.context_center.to(
             self.context_proj[0].weight.dtype)
-        c = self.context_proj(context)  # (b, d/2)
+        c = self.context_proj(context)  # (b, d/2), or (b, d) without position embeddings
+        if not cfg.position_embeddings:
+            x = self.mixer(c[:, None, None])
+            for block in self.blocks:
+                x = block(x)
+            return self.out(x)
         layers = self.layer_embedding(context.device)  # (L, d/4)
         types = self.type_embedding(context.device)  # (T, d/4)
         x = torch.cat([c[:, None, None].expand(b, n_l, n_t, -1),
@@ -173,14 +185,18 @@ class HyperNetwork(nn.Module):
         """context (b, d_c) -> (b, L, T, *shape) for diag/square, {type: (b, L, r·in + out·r)} for full."""
         cfg = self.config
         h = self.head_inputs(context)  # (b, L, T, head_in)
-        raw = {t: self.heads[t](h[:, :, i]) for i, t in enumerate(cfg.module_types)}  # each (b, L, n_out)
-        if cfg.mode == "full":
-            return raw
+        if cfg.position_embeddings:
+            raw = {t: self.heads[t](h[:, :, i]) for i, t in enumerate(cfg.module_types)}  # each (b, L, n_out)
+            if cfg.mode == "full":
+                return raw
+            grid = torch.stack([raw[t] for t in cfg.module_types], dim=2)  # (b, L, T, r | r*r)
+        else:  # one head, one z per context, the same at every layer and type
+            shared = next(iter(self.heads.values()))(h)  # (b, 1, 1, r | r*r)
+            grid = shared.expand(-1, cfg.n_layers, len(cfg.module_types), -1)
         r = cfg.rank
-        grid = torch.stack([raw[t] for t in cfg.module_types], dim=2)  # (b, L, T, r | r*r)
         if cfg.mode == "diag":
             return grid + 1.0 if cfg.z_init == "identity" else grid
-        grid = grid.view(*grid.shape[:3], r, r)  # (b, L, T, r, r)
+        grid = grid.reshape(*grid.shape[:3], r, r)  # (b, L, T, r, r)
         if cfg.z_init == "identity":
             grid = grid + torch.eye(r, device=grid.device, dtype=grid.dtype)
         return grid

@@ -56,6 +56,15 @@ def check_hypernet_fields(mode: str, z_init: str, rank: int, latent_dim: int, he
     check_probability(dropout_name, dropout)
 
 
+def check_position_embeddings(value: Any, mode: str, key: str = "position_embeddings") -> None:
+    """A bool; ``False`` (one z shared by every layer and module type) needs a modulation of one shape."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{key}: expected true or false, got {value!r}")
+    if not value and mode == "full":
+        raise ValueError(f"{key}: false shares one modulation across every layer and module type, which needs "
+                         f"mode diag or square (full mode's generated factors differ in shape per type)")
+
+
 def check_descriptions(value: object, argument: str = "descriptions", non_empty: bool = False) -> list[str]:
     """A list of non-empty description strings, or an error naming ``argument`` and the bad entry.
 
@@ -96,6 +105,7 @@ class HyperNetConfig:
     dropout: float
     z_init: str
     contrast: bool
+    position_embeddings: bool  # False: no layer/type embeddings, one z shared by every layer and type
 
     def __post_init__(self) -> None:
         check_hypernet_fields(self.mode, self.z_init, self.rank, self.latent_dim, self.head_in, self.n_blocks,
@@ -107,6 +117,7 @@ class HyperNetConfig:
         if self.contrast and (self.mode == "full" or self.z_init != "identity"):
             raise ValueError(f"contrast: needs mode diag or square with z_init 'identity' (shared A/B to carry the "
                              f"common part), got mode {self.mode!r}, z_init {self.z_init!r}")
+        check_position_embeddings(self.position_embeddings, self.mode)
         types = tuple(self.module_types)
         if not types or len(set(types)) != len(types):
             raise ValueError(f"module_types: expected distinct names, got {types!r}")

@@ -124,6 +124,21 @@ def build_model(cfg, base, tokenizer):
     return model
 
 
+def freeze_factors(cfg, model) -> None:
+    """``model.freeze_factors_from``: the shared A/B loaded from that PEFT adapter and frozen (the ablation of
+    pre-trained factors); nothing when it is unset. Call before ``build_engine`` (frozen tensors get no optimizer
+    state) and never on ``meta_model``'s copy (the final checkpoint carries the frozen factors as gathered)."""
+    if not cfg.model.freeze_factors_from:
+        return
+    import logging
+
+    from zhyper.factors import load_frozen_factors
+
+    n = load_frozen_factors(model, cfg.model.freeze_factors_from)
+    logging.getLogger(__name__).info("shared A/B of %d modules loaded from %s and frozen: only the hypernetwork "
+                                     "trains", n, cfg.model.freeze_factors_from)
+
+
 def meta_model(cfg, tokenizer, tensors: dict[str, torch.Tensor]):
     """The trained model on a weightless (meta) base, holding ``tensors``: for saving and export only.
 

@@ -232,6 +232,13 @@ class RunConfig:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.method == "lora" and self.train.contrast_weight > 0:
             raise ValueError("train.contrast_weight acts on the hypernetwork's modulations; method 'lora' has none")
+        if self.model.freeze_factors_from is not None:
+            if self.method != "zhyper":
+                raise ValueError("model.freeze_factors_from: freezes Zhyper's shared A/B under a trained hypernetwork; "
+                                 f"method {self.method!r} has none (use method zhyper)")
+            from zhyper.factors import check_factor_source
+
+            check_factor_source(self.model.freeze_factors_from, self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,8 +303,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Run
     except OmegaConfBaseException as err:
         raise _readable(err) from None
     except (TypeError, ValueError) as err:
-        raise ValueError(str(err)) from None
+        raise ValueError(_with_section(str(err))) from None
     return cfg  # type: ignore[return-value]
+
+
+def _with_section(message: str) -> str:
+    """A ZhyperConfig check's message ("rank: ...") with its key as the run config spells it ("model.rank: ...")."""
+    name = message.split(":", 1)[0]
+    return f"model.{message}" if name in {f.name for f in fields(ZhyperConfig)} else message
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -91,3 +91,18 @@ def retention(generate, data, cfg, rank: int, world: int):
         return out
 
     return retention_eval(ask, descriptions, cfg.eval.retention, rank, world)
+
+
+def diagnostics(cfg, paths: dict):
+    """Rank 0: the failure signatures of the written checkpoint on its contexts' descriptions (None for LoRA);
+    a warning in the log for each failure regime the run falls in."""
+    if cfg.method != "zhyper" or "checkpoint" not in paths:
+        return None
+    import logging
+
+    from zhyper.evaluation.diagnostics import inspect_checkpoint
+
+    found = inspect_checkpoint(paths["checkpoint"])
+    for warning in found.warnings():
+        logging.getLogger(__name__).warning("%s", warning)
+    return found

@@ -30,6 +30,8 @@ def gather_trained(engine) -> dict[str, torch.Tensor]:
             if full is None:  # ZeRO stage 0 in fp32: the module holds the master weights
                 full = p.detach()
             out[name] = full.detach().float().cpu().clone()
+        elif name.endswith((".lora_A", ".lora_B")):  # shared factors frozen (model.freeze_factors_from): kept too
+            out[name] = _frozen_full(p)
     hypernet = getattr(engine.module, "hypernet", None)
     if hypernet is not None:
         out.update({f"hypernet.{n}": b.detach().float().cpu().clone() for n, b in hypernet.named_buffers()})
@@ -37,6 +39,16 @@ def gather_trained(engine) -> dict[str, torch.Tensor]:
         if not torch.isfinite(t).all():
             raise FloatingPointError(f"trained tensor {name} holds NaN or inf; nothing is saved")
     return out
+
+
+def _frozen_full(p) -> torch.Tensor:
+    """A frozen parameter's whole value on the CPU (gathered when ZeRO-3 partitions it: a collective)."""
+    import deepspeed
+
+    if hasattr(p, "ds_id"):
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+            return p.detach().float().cpu().clone()
+    return p.detach().float().cpu().clone()
 
 
 def base_fingerprint(engine) -> dict | None:

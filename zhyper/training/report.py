@@ -11,8 +11,10 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def eval_markdown(cfg, metrics: dict[str, float], result, speed: dict[str, float], confusion: str | None) -> str:
-    """The Markdown of eval.md: losses, the gaps in words, compliance with the controls, the confusion."""
+def eval_markdown(cfg, metrics: dict[str, float], result, speed: dict[str, float], confusion: str | None,
+                  diagnostics=None) -> str:
+    """The Markdown of eval.md: losses, the gaps in words, compliance with the controls, the confusion,
+    the hypernetwork's failure signatures (``zhyper.evaluation.diagnostics``)."""
     from zhyper.evaluation.report import compliance_markdown, examples_markdown, gap_lines
 
     lines = [f"# Evaluation ({cfg.method}{'' if cfg.method == 'lora' else ' ' + cfg.model.mode}, "
@@ -39,14 +41,19 @@ def eval_markdown(cfg, metrics: dict[str, float], result, speed: dict[str, float
                       result.retention.markdown()]
         lines += ["", "Example answers (first of each condition and description source):", "",
                   examples_markdown(result)]
+    if diagnostics is not None:
+        lines += ["", "## Failure signatures of the hypernetwork (the checkpoint's context descriptions)", "",
+                  diagnostics.markdown()]
     if speed:
         lines += ["", "## Speed", ""] + [f"- {k}: {v:.4g}" for k, v in speed.items()]
     return "\n".join(lines) + "\n"
 
 
 def write_report(cfg, out_dir: Path, metrics: dict[str, float], result, speed: dict[str, float],
-                 tracker, paths: dict[str, Path]) -> str:
-    """Write eval.json / eval.md / confusion.png / answers.jsonl, log them to MLflow; returns eval.md."""
+                 tracker, paths: dict[str, Path], diagnostics=None) -> str:
+    """Write eval.json / eval.md / confusion.png / answers.jsonl, log them to MLflow; returns eval.md.
+
+    ``diagnostics``: the checkpoint's ``Diagnostics`` (None for the LoRA baseline), under "diagnostics"."""
     from zhyper.io import atomic_write
 
     confusion = None
@@ -63,11 +70,13 @@ def write_report(cfg, out_dir: Path, metrics: dict[str, float], result, speed: d
         lines = [json.dumps({"condition": it.condition, "source": it.source, "prompt": it.prompt,
                              "description": it.description, "answer": answer}) for it, answer in result.answers]
         atomic_write(out_dir / "answers.jsonl", "\n".join(lines) + "\n")
+    if diagnostics is not None:
+        report["diagnostics"] = {**diagnostics.metrics(), "warnings": diagnostics.warnings()}
     atomic_write(out_dir / "eval.json", json.dumps(report, indent=1))
-    md = eval_markdown(cfg, metrics, result, speed, confusion)
+    md = eval_markdown(cfg, metrics, result, speed, confusion, diagnostics)
     atomic_write(out_dir / "eval.md", md)
-    tracker.log_metrics(_finite({**report.get("compliance", {}), **report.get("retention", {})}),
-                        cfg.train.max_steps)
+    tracker.log_metrics(_finite({**report.get("compliance", {}), **report.get("retention", {}),
+                                 **(diagnostics.metrics() if diagnostics is not None else {})}), cfg.train.max_steps)
     for name in ("eval.md", "eval.json", "confusion.png", "answers.jsonl"):
         if (out_dir / name).is_file():
             tracker.log_artifacts(out_dir / name)
