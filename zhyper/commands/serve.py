@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="do not offer the built-in suite's rule names as 'zhyper:<rule>' contexts")
     ops = parser.add_argument_group("operations")
     ops.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' on /v1 routes "
-                     f"(default: ${API_KEY_ENV} if set, else open); /health, /ready, /metrics stay open")
+                     f"(default: ${API_KEY_ENV} if set, else open; visible ASCII only); /health, /ready, /metrics stay open")
     ops.add_argument("--max-prompt-tokens", type=option(positive_int, int), default=None,
                      help="refuse prompts longer than this many tokens (default: the context length only)")
     ops.add_argument("--max-tokens-limit", type=option(positive_int, int), default=None,

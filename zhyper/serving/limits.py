@@ -1,5 +1,6 @@
 """Request limits of the server: prompt tokens, ``max_tokens``, description length (characters and the
-sentence encoder's window), body size. Each is refused with a 400 (413 for the body) naming the limit.
+sentence encoder's window), body size and JSON nesting depth (both checked before the body is parsed).
+Each is refused with a 400 (413 for the body) naming the limit.
 
 A description longer than the sentence encoder's window (``max_seq_length`` word pieces, special tokens
 included: 256 for the shipped MiniLM) would be cut by the encoder, so two descriptions that differ only

@@ -4,10 +4,13 @@
 ``X-Request-Id`` response header, the chat completion's ``chatcmpl-<id>``), checks
 ``Authorization: Bearer <key>`` when the server has a key (``/health``, ``/ready`` and ``/metrics`` stay
 open for probes and scrapers), counts chat requests in flight, and writes one access-log line per
-request: id, client, method, path, status, milliseconds. The key and the headers are never logged.
+request: id, client, method, path, status, milliseconds. The key and the headers are never logged, and
+control characters in the path are escaped (``logsafe``). ``check_api_key`` refuses a key that a header
+cannot carry.
 
 ``Ops.start_drain()`` (SIGTERM under ``zhyper serve``) makes ``/ready`` and new chat requests answer 503;
-``wait_idle`` waits for the requests in flight to finish.
+``wait_idle`` waits for the requests in flight to finish; when it times out it sets ``cut``, and a request
+still reading its body is answered 503 at once (it cannot hold the shutdown).
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ Prometheus text. ``/v1/models`` lists the served model and the named contexts wi
 A request may combine descriptions (``description`` a list, ``description_weights``, ``combine``, or
 ``model: zhyper:<a>+<b>``): ``conditioning`` validates them and hands the engine one text or a tuple of
 texts with weights, whose rows the engine sums at admission (``zhyper.compose``).
+
+A chat request's body is read on the event loop with its size bounded as it arrives (``_read_body``);
+everything heavier (the depth scan, JSON, validation, the limits, tokenisation) runs on the one parse
+thread (``ServerState.parse_pool``), so a 4 MB prompt never holds ``/health`` or the streams.
 """
 
 from __future__ import annotations
