@@ -210,3 +210,23 @@ def test_ops_refuses_an_unsendable_key_and_accepts_a_sendable_one():
     with pytest.raises(ValueError, match=r"api_key: character 2 \(U\+000D\)"):
         Ops("a\rb")
     assert Ops("a-b").authorized("Bearer a-b") and not Ops("a-b").authorized("Bearer a-c")
+
+
+def test_an_exceptions_text_in_a_logged_traceback_is_escaped(caplog):
+    from zhyper.serving.logsafe import safe_logger
+
+    logger = safe_logger("zhyper.serving.test_hostile")
+    with caplog.at_level(logging.ERROR, logger="zhyper.serving.test_hostile"):
+        try:
+            try:
+                raise KeyError("no such key")
+            except KeyError as inner:
+                raise ValueError("description 'x\nCRITICAL forged line'") from inner
+        except ValueError:
+            logger.exception("request %s: unhandled error", "r1")
+    lines = caplog.text.splitlines()
+    assert not any(line.startswith("CRITICAL") for line in lines), lines
+    assert "ValueError: description 'x\\nCRITICAL forged line'" in lines
+    # the twin: the traceback keeps its own lines (frames, the chain) as a traceback has them
+    assert lines.count("Traceback (most recent call last):") == 2 and any(line.startswith("  File ") for line in lines)
+    assert "The above exception was the direct cause of the following exception:" in lines

@@ -3,8 +3,8 @@ descriptions, messages) are written escaped, so a ``%0a`` in a URL never starts 
 
 ``safe_logger(__name__)`` is ``logging.getLogger`` with ``EscapeControl`` attached: every record of that
 logger has its formatted message escaped (``\\n``, ``\\r``, ``\\t``, ``\\x1b``, ``\\u2028`` ...) before any
-handler sees it. Printable text, non-ASCII letters included, is left as it is; tracebacks (``exc_info``)
-are formatted by the handler as usual.
+handler sees it, and so has the text of each exception in its traceback (the frames stay as they are).
+Printable text, non-ASCII letters included, is left as it is.
 """
 
 from __future__ import annotations
@@ -40,7 +40,21 @@ class EscapeControl(logging.Filter):
             return True
         if _CONTROL.search(message):
             record.msg, record.args = escape(message), ()
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            record.exc_text = format_exception(record.exc_info)
         return True
+
+
+def format_exception(exc_info) -> str:
+    """A traceback as ``logging`` writes it, with each exception's own text (which a request may have put
+    there) escaped: the frames, and the lines that join chained exceptions, are kept as they are."""
+    import traceback
+
+    out = []
+    for part in traceback.TracebackException(*exc_info).format():
+        kept = part.startswith(("  ", "\n", "Traceback (most recent call last):"))
+        out.append(part if kept else escape(part.rstrip("\n")) + "\n")
+    return "".join(out).rstrip("\n")
 
 
 _FILTER = EscapeControl()
