@@ -1,0 +1,95 @@
+"""The Pareto plot of an ablation table: trainable parameters (log) against description-only compliance.
+
+    .venv/bin/python benchmarks/plot_pareto.py docs/results_ablations.json docs/results_pareto.png
+
+Reads the rows ``compare_methods.py --section NAME`` writes beside its document
+(``<doc>_<NAME>.json``: method -> one row per seed), plots each method's mean over its seeds with
+± 2 standard errors (held-out answers, averaged over seeds) and joins the non-dominated methods
+(no other method has at most as many parameters and a higher compliance). Methods without
+trainable parameters or without a compliance figure (the prompted base model, a run that asked
+no answers) are left out of the points and named in the caption. Prints the frontier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BASE = "Base model, description in prompt"  # compare_methods.py's row of the prompted base model: a line, not a point
+
+
+def points(rows: dict[str, list[dict]]) -> tuple[list[tuple[str, float, float, float]], list[str]]:
+    """[(method, params, compliance, 2 s.e.)] of the methods that have both, and the names left out."""
+    out, left = [], []
+    for name, runs in rows.items():
+        params = [r["n_trainable"] for r in runs if r.get("n_trainable")]
+        comp = [r["heldout_seen"] for r in runs if r.get("heldout_seen") is not None]
+        ses = [r["heldout_seen_se"] for r in runs if r.get("heldout_seen_se") is not None]
+        if not params or not comp:
+            left.append(name)
+            continue
+        out.append((name, sum(params) / len(params), sum(comp) / len(comp), 2 * sum(ses) / max(len(ses), 1)))
+    return out, left
+
+
+def frontier(pts: list[tuple[str, float, float, float]]) -> list[tuple[str, float, float, float]]:
+    """The non-dominated points, by parameters ascending: each one is better than every cheaper one."""
+    best, out = -1.0, []
+    for p in sorted(pts, key=lambda p: (p[1], -p[2])):
+        if p[2] > best:
+            out.append(p)
+            best = p[2]
+    return out
+
+
+def plot(pts, front, left: list[str], path: Path, reference: float | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zhyper.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, x, y, e in pts:
+        colour = "tab:blue" if name.startswith("Zhyper") else "tab:orange"
+        ax.errorbar([x], [y], yerr=[e], fmt="o", color=colour, capsize=3)
+        ax.annotate(name.replace("Zhyper ", "").replace("description in prompt", "prompted"), (x, y), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.plot([p[1] for p in front], [p[2] for p in front], "--", color="grey", label="non-dominated")
+    if reference is not None:
+        ax.axhline(reference, ls=":", color="black", label="base model, description in prompt (no training)")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("description-only compliance, trained types")
+    ax.set_title("Zhyper (blue) and multi-task LoRA (orange): ± 2 s.e.", fontsize=9)
+    if left:
+        fig.text(0.01, 0.01, "not plotted (no parameters or no answers): " + ", ".join(left), fontsize=6)
+    ax.legend(fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", help="the JSON of rows compare_methods.py wrote beside its document")
+    parser.add_argument("out", help="the PNG to write")
+    args = parser.parse_args()
+    rows = json.loads(Path(args.rows).read_text(encoding="utf-8"))
+    pts, left = points(rows)
+    front = frontier(pts)
+    base = [r["heldout_seen"] for r in rows.get(BASE, []) if r.get("heldout_seen") is not None]
+    plot(pts, front, [n for n in left if n != BASE], Path(args.out), sum(base) / len(base) if base else None)
+    print("non-dominated:", "; ".join(f"{n} ({int(x):,} params, {y:.2f} ± {e:.2f})" for n, x, y, e in front))
+
+
+if __name__ == "__main__":
+    main()
