@@ -133,6 +133,7 @@ def train(args) -> int:
             resume.save(engine, s.ckpt_dir, done, progress.client_state(run.sampler), s.rank)
         if stopping:
             progress.stopped(done)
+            s.release()  # the run's record goes, as at every other end of a run
             return 0
     speed = progress.finish_training()
     s.record_memory("training")  # peak host memory of the loop, before the end-of-training phase

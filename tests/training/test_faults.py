@@ -125,6 +125,9 @@ def test_resume_refuses_a_planted_pickle_even_with_a_matching_manifest(runs):
 
     out = runs / "planted"
     _train(out, "train.stop_after=2", "train.checkpoint_every=2")
+    # train.stop_after ends the run as docs/training.md says: its record goes, the empty lock file stays
+    assert not (out / ".zhyper-run.json").exists(), "train.stop_after left the run's record behind"
+    assert (out / ".zhyper-run.lock").exists()
     target = out / "checkpoints" / "step2" / "zero_pp_rank_0_mp_rank_00_model_states.pt"
     state = torch.load(target, weights_only=False)
     marker = out / "payload-ran"
