@@ -67,7 +67,7 @@ def test_control_characters_in_logged_text_are_escaped(live, caplog):
     assert bad == []
 
 
-def test_health_answers_while_a_4mb_prompt_is_tokenised_and_refused(live):
+def test_health_and_chat_answer_while_a_4mb_prompt_is_tokenised_and_refused(live):
     url = live[0]
     big = chat_body(messages=[{"role": "user", "content": "hello world " * 330_000}])  # 4.0 MB, under 4 MiB
     assert 3_900_000 < len(big) < 4 * 1024 * 1024
@@ -75,6 +75,8 @@ def test_health_answers_while_a_4mb_prompt_is_tokenised_and_refused(live):
     worker = threading.Thread(target=lambda: result.update(r=http("POST", f"{url}/v1/chat/completions", big)))
     worker.start()
     time.sleep(0.1)
+    assert http("POST", f"{url}/v1/chat/completions", chat_body())[0] == 200  # another client is served...
+    assert "r" not in result  # ...while the 4 MB prompt is still being tokenised
     while worker.is_alive():
         started = time.monotonic()
         assert http("GET", f"{url}/health")[0] == 200

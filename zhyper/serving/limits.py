@@ -100,12 +100,16 @@ class LimitChecker:
 
 
 def _own_copy(tokenizer):
-    """A deep copy of a tokenizer (None stays None; one that cannot be copied is shared)."""
+    """A deep copy of a tokenizer (None stays None; one that cannot be copied is shared), called once here so
+    that its truncation and padding are already what ``check_description``'s calls leave them: the parse
+    threads then only read it."""
     import copy
 
     if tokenizer is None:
         return None
     try:
-        return copy.deepcopy(tokenizer)
+        tokenizer = copy.deepcopy(tokenizer)
     except Exception:  # a tokenizer without copy support: share it (as before)
-        return tokenizer
+        pass
+    tokenizer("settle", add_special_tokens=True)
+    return tokenizer

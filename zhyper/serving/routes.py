@@ -10,8 +10,9 @@ A request may combine descriptions (``description`` a list, ``description_weight
 texts with weights, whose rows the engine sums at admission (``zhyper.compose``).
 
 A chat request's body is read on the event loop with its size bounded as it arrives (``_read_body``);
-everything heavier (the depth scan, JSON, validation, the limits, tokenisation) runs on the one parse
-thread (``ServerState.parse_pool``), so a 4 MB prompt never holds ``/health`` or the streams.
+everything heavier (the depth scan, JSON, validation, the limits, tokenisation) runs on the parse
+threads (``ServerState.parse_pool``), so a 4 MB prompt holds neither ``/health``, the streams nor the
+other requests.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from .ops import Ops
 from .schemas import APIError, chunk, completion, decode_body, error_body, model_card, parse_request
 
 
+PARSE_THREADS = 4  # request bodies parsed and tokenised at once
+
+
 @dataclass
 class ServerState:
     engine: Engine
@@ -44,12 +48,14 @@ class ServerState:
     _pool: object = field(default=None, repr=False)
 
     def parse_pool(self):
-        """The one thread that parses and tokenises request bodies (off the event loop; one, so that the
-        tokenizers are never used by two parsers at once); started on first use, ended by ``close``."""
+        """The threads that parse and tokenise request bodies, off the event loop (started on first use, ended
+        by ``close``). Several, so one huge prompt delays no other request; the tokenizers are shared safely
+        because every call leaves their truncation and padding as they are (the limits use a copy of the
+        sentence encoder's, whose own calls truncate)."""
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhyper-parse")
+            self._pool = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="zhyper-parse")
         return self._pool
 
     def close(self) -> None:
@@ -227,7 +233,7 @@ POLL_S = 0.25  # how often a body read looks whether the drain has timed out
 
 
 async def _prepare(st: ServerState, http: HTTPRequest):
-    """Read the body (bounded), then parse, check and tokenise it on the parse thread, off the event loop:
+    """Read the body (bounded), then parse, check and tokenise it on a parse thread, off the event loop:
     (the parsed request, the engine Request, its event queue)."""
     raw = await _read_body(st, http)
     loop = asyncio.get_running_loop()
@@ -274,7 +280,7 @@ async def _receive(st: ServerState, http: HTTPRequest) -> dict:
 
 
 def _parse(st: ServerState, raw: bytes):
-    """On the parse thread: (request, prompt ids, description, weights, SamplingParams) of a body, or APIError."""
+    """On a parse thread: (request, prompt ids, description, weights, SamplingParams) of a body, or APIError."""
     req = parse_request(decode_body(raw, st.limits.limits.max_json_depth))
     description, weights = conditioning(st, req)
     try:
