@@ -54,6 +54,10 @@ def test_control_characters_in_logged_text_are_escaped(live, caplog):
         forged = "/v1/models/x%0aINFO%20zhyper.serving.ops:%20forged%0d%0aline%1b[31m"
         status, _, _ = raw_request(url, f"GET {forged} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
         assert status == 404
+        # a header uvicorn puts in the log's client field (X-Forwarded-For from a trusted local proxy), with
+        # a tab and a NEL (U+0085, a line break to str.splitlines and some log viewers)
+        head = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 10.0.0.1\tvia\x85forged\r\n\r\n"
+        assert raw_request(url, head)[0] == 200
         body = chat_body(description=["Be kind.\nWARNING forged", "Be brief."], description_weights=[1e30, 1.0])
         assert http("POST", f"{url}/v1/chat/completions", body)[0] == 400  # logged at DEBUG with its description
         # the twin: printable text, non-ASCII included, is logged as it is
@@ -63,6 +67,7 @@ def test_control_characters_in_logged_text_are_escaped(live, caplog):
     assert any("x\\nINFO zhyper.serving.ops: forged\\r\\nline\\x1b[31m" in m for m in messages), messages
     assert any("Be kind.\\nWARNING forged" in m for m in messages), messages
     assert any("/v1/models/café 404" in m for m in messages), messages
+    assert any("10.0.0.1\\tvia\\x85forged GET /health 200" in m for m in messages), messages
     bad = [m for m in messages if CONTROL & set(m)]
     assert bad == []
 
