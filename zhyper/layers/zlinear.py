@@ -61,13 +61,17 @@ class ZLinear(nn.Module):
     """A frozen ``nn.Linear`` with a Zhyper low-rank update modulated per sample.
 
     Args:
-        in_features, out_features, bias, device, dtype: as ``nn.Linear`` (the frozen base).
+        in_features: as ``nn.Linear`` (the frozen base).
+        out_features: as ``nn.Linear``.
         rank: r, the rank of the update (> 0).
         mode: ``"diag"`` (z of shape (r,)), ``"square"`` (Z of shape (r, r)) or ``"full"``
             (generated A_c, B_c flattened into one vector; no shared factors).
         alpha: LoRA alpha; the update is scaled by alpha / r (alpha / sqrt(r) with rslora).
         rslora: use the rank-stabilised scaling alpha / sqrt(r).
         dropout: dropout probability on the adapter input only (the base path never drops).
+        bias: as ``nn.Linear``.
+        device: as ``nn.Linear``.
+        dtype: as ``nn.Linear`` (of the frozen weight and bias).
         adapter_dtype: dtype of lora_A / lora_B and of the adapter math (fp32 default).
 
     The modulation is passed per call, ``layer(x, modulation=z)``, or set for a block of
