@@ -7,6 +7,7 @@
 #   bash make.sh eval-ifeval [--data F] IFEval's official prompts and checkers on runs/ifeval/final
 #   bash make.sh eval-benchmarks [...] the paper's benchmarks (lm-eval) on runs/default/final, ../shared/data rows
 #   bash make.sh bench                  run every benchmark under benchmarks/
+#   bash make.sh docs                   build the documentation site into site/ (strict), check it in Chromium
 #   bash make.sh setup                  only create/refresh the virtual environment
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -54,6 +55,12 @@ case "$cmd" in
     setup
     exec "$VENV/bin/zhyper" eval benchmarks --checkpoint runs/default/final --data-dir ../shared/data/benchmarks \
       --tasks-dir ../shared/data/tasks --out runs/default/benchmarks "$@" ;;
+  docs)
+    # site/ from mkdocs.yml (a broken link or a missing API reference fails), then tools/check_site.py
+    # opens it in headless Chromium (screenshots in site-check/; exit 2 with a message where none is installed)
+    setup
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet
+    exec "$PY" tools/check_site.py --site site "$@" ;;
   bench)
     setup
     # bf16 at the 4096 shape takes over an hour on CPUs without native bf16: run it by hand if wanted.
