@@ -83,6 +83,10 @@ def test_zero3_run_trains_and_reports(zero3):
     assert {"val_seen_loss", "val_unseen_loss", "conditioning_gap"} <= set(report["final"])
     assert (zero3 / "checkpoints" / "latest").read_text() == "step4"
     assert (zero3 / "peft_example" / "adapter_config.json").is_file()
+    # the checkpoint and the example record their weights' SHA-256 (checked on load)
+    assert "model.safetensors" in json.loads((zero3 / "final" / "zhyper_config.json").read_text())["files"]
+    example = json.loads((zero3 / "peft_example" / "zhyper_export.json").read_text())
+    assert "adapter_model.safetensors" in example["files"]
     assert len(json.loads((zero3 / "final" / "contexts.json").read_text())) == 29  # what `zhyper serve` names
     # the compliance evaluation ran on the gathered ZeRO-3 module, every rank answering its share
     n_rules = 29
