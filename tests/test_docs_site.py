@@ -40,15 +40,15 @@ def site(tmp_path_factory) -> Path:
 def test_strict_build_has_guides_and_api_reference(site):
     assert (site / "index.html").is_file()
     for guide in sorted((ROOT / "docs").glob("*.md")):
-        page = site / ("index.html" if guide.stem == "index" else f"{guide.stem}/index.html")
+        page = site / f"{guide.stem}.html"
         assert page.is_file(), f"{guide.name} has no page in the site (missing from mkdocs.yml's nav?)"
-    layers = (site / "api" / "layers" / "index.html").read_text(encoding="utf-8")
+    layers = (site / "api" / "layers.html").read_text(encoding="utf-8")
     assert 'id="zhyper.layers.zlinear.ZLinear"' in layers
     assert "modulated per sample" in layers  # ZLinear's docstring, rendered by mkdocstrings
-    model = (site / "api" / "model" / "index.html").read_text(encoding="utf-8")
+    model = (site / "api" / "model.html").read_text(encoding="utf-8")
     assert 'id="zhyper.model.ZhyperModel.from_pretrained"' in model
     index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
-    assert any(doc["location"].startswith("api/layers/") for doc in index["docs"])
+    assert any(doc["location"].startswith("api/layers.html") for doc in index["docs"])
 
 
 def test_every_api_page_is_in_the_nav():

@@ -1,12 +1,14 @@
 """Open the built documentation site in a real headless Chromium and check that it renders.
 
     .venv/bin/python tools/check_site.py                  # build into a temporary folder, then check
-    .venv/bin/python tools/check_site.py --site site      # check an already built site (mkdocs build)
+    .venv/bin/python tools/check_site.py --site site      # check an already built site (bash make.sh docs)
 
 Three checks, each with a screenshot in --out (default site-check/): the home page (title, heading,
 the navigation's "API reference"), the API page of ZLinear (its heading and docstring, rendered by
 mkdocstrings) and the search box (typing "ZLinear" lists a result on the API page; the search runs
-in the page's web worker, so the site is served over HTTP on 127.0.0.1, not opened as files).
+in the page's web worker, so the site is served over HTTP on 127.0.0.1), and a fourth without a
+screenshot: site/index.html opened as a file reaches the ZLinear page by its link, as a reader
+without a server does.
 
 The browser is Debian's Chromium (`apt-get install chromium`), driven by the playwright package (the
 docs extra); set ZHYPER_CHROMIUM to use another Chromium binary. Exit status: 0 all checks passed,
@@ -85,19 +87,19 @@ def _expect(ok: bool, what: str, failures: list[str]) -> None:
 
 
 def check_home(page, base: str, out: Path, failures: list[str]) -> None:
-    page.goto(base, wait_until="load")
+    page.goto(base + "index.html", wait_until="load")
     page.wait_for_selector("h1", timeout=TIMEOUT_MS)
     _expect("zhyper" in page.title(), f"home: title {page.title()!r} lacks 'zhyper'", failures)
     heading = page.locator("article h1").first.inner_text().replace("¶", "").strip()
     _expect(heading == "zhyper", f"home: the page's heading is {heading!r}, not 'zhyper'", failures)
     nav = page.locator("nav.md-nav--primary").first.inner_text()
     _expect("API reference" in nav, "home: the navigation has no 'API reference'", failures)
-    _expect(page.locator("a[href*='api/layers/']").count() > 0, "home: no link to the ZLinear API page", failures)
+    _expect(page.locator("a[href*='api/layers.html']").count() > 0, "home: no link to the ZLinear API page", failures)
     page.screenshot(path=str(out / "home.png"), full_page=False)
 
 
 def check_zlinear_page(page, base: str, out: Path, failures: list[str]) -> None:
-    page.goto(base + "api/layers/", wait_until="load")
+    page.goto(base + "api/layers.html", wait_until="load")
     heading = page.locator("[id='zhyper.layers.zlinear.ZLinear']")
     heading.first.wait_for(timeout=TIMEOUT_MS)
     _expect("ZLinear" in heading.first.inner_text(), "ZLinear page: the class heading does not name ZLinear", failures)
@@ -109,20 +111,34 @@ def check_zlinear_page(page, base: str, out: Path, failures: list[str]) -> None:
 
 
 def check_search(page, base: str, out: Path, failures: list[str]) -> None:
-    page.goto(base, wait_until="load")
+    page.goto(base + "index.html", wait_until="load")
     box = page.locator("input.md-search__input")
     _expect(box.count() == 1, "search: no search box in the header", failures)
     box.click()  # on a narrow screen the box opens from an icon in the header; at 1280 px it is in the header
-    box.fill("ZLinear")
+    # a query typed while the worker still builds the index is dropped: wait until it says it is ready
+    page.wait_for_function("document.querySelector('.md-search-result__meta').textContent.trim()"
+                           " !== 'Initializing search'", timeout=TIMEOUT_MS)
+    box.press_sequentially("ZLinear", delay=30)  # keystrokes: the search listens to keyup, not to a set value
     results = page.locator(".md-search-result__item")
     results.first.wait_for(timeout=TIMEOUT_MS)
     links = [results.nth(i).locator("a").first.get_attribute("href") or "" for i in range(results.count())]
-    _expect(any("api/layers/" in link for link in links), f"search: no result on the ZLinear API page in {links}",
+    _expect(any("api/layers.html" in link for link in links), f"search: no result on the ZLinear API page in {links}",
             failures)
     page.screenshot(path=str(out / "search.png"), full_page=False)
 
 
-CHECKS = (check_home, check_zlinear_page, check_search)
+def check_as_file(page, base: str, out: Path, failures: list[str]) -> None:
+    """site/index.html opened as a file (base is a file:// URL): its link leads to the rendered ZLinear page."""
+    page.goto(base + "index.html", wait_until="load")
+    page.locator("article a[href*='api/layers.html']").first.click()
+    page.wait_for_load_state("load")
+    heading = page.locator("[id='zhyper.layers.zlinear.ZLinear']")
+    _expect(heading.count() == 1, f"as a file: the ZLinear heading is not on {page.url}", failures)
+
+
+# (check, served): served over HTTP, where a script error fails the check, or opened as files, where the
+# search's script is expected to fail (it needs a server) and the other pages must read all the same
+CHECKS = ((check_home, True), (check_zlinear_page, True), (check_search, True), (check_as_file, False))
 
 
 def check_site(site_dir: Path, out: Path, chromium: str) -> list[str]:
@@ -132,22 +148,24 @@ def check_site(site_dir: Path, out: Path, chromium: str) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    with served(site_dir) as base, sync_playwright() as p:
+    errors: list[str] = []
+    with served(site_dir) as http_base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            for check in CHECKS:
+            pages = {flag: browser.new_page(viewport={"width": 1280, "height": 900}) for flag in (True, False)}
+            pages[True].on("pageerror", lambda exc: errors.append(str(exc)))
+            bases = {True: http_base, False: site_dir.resolve().as_uri() + "/"}
+            for check, is_served in CHECKS:
+                page = pages[is_served]
+                page.set_default_timeout(TIMEOUT_MS)
                 try:
-                    check(page, base, out, failures)
+                    check(page, bases[is_served], out, failures)
                 except PlaywrightError as exc:  # a selector that never appeared, a page that did not load
                     failures.append(f"{check.__name__}: {exc}")
                     page.screenshot(path=str(out / f"{check.__name__}-failed.png"))
-            failures.extend(f"a script error on a page: {e}" for e in errors)
         finally:
             browser.close()
-    return failures
+    return failures + [f"a script error on a served page: {e}" for e in errors]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failures:
         print(f"FAILED: {failure}")
     if not failures:
-        print(f"ok: home page, ZLinear API page and search render in {chromium}; screenshots in {args.out}/")
+        print(f"ok: home page, ZLinear API page and search render in {chromium} (served and as files); "
+              f"screenshots in {args.out}/")
     return 1 if failures else 0
 
 
