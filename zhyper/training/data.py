@@ -49,24 +49,36 @@ def training_rows(data, null_context: bool, augment: int, seed: int):
     from datasets import concatenate_datasets
 
     from zhyper.data.augment import augment_descriptions
-    from zhyper.data.controls import random_strings, unrelated_sentences
 
     rows = data.split("train")
     descriptions = {c: augment_descriptions(d, augment, seed, c) if augment else list(d)
                     for c, d in data.descriptions.items()}
     if null_context:
-        if "base_answer" not in rows.column_names:
-            raise ValueError("data.null_context needs a plain answer per prompt (column base_answer); this data has "
-                             f"columns {rows.column_names}")
-        first: dict[tuple[str, str], int] = {}
-        for i, key in enumerate(zip(rows["prompt"], rows["system"])):
-            first.setdefault(key, i)
         own = {"description": ""} if "description" in rows.column_names else {}  # null rows draw from the pool
-        null = rows.select(sorted(first.values())).map(  # one row per training prompt, its plain answer
-            lambda r: {"context": NULL_CONTEXT, "response": r["base_answer"], **own})
-        rows = concatenate_datasets([rows, null])
-        descriptions[NULL_CONTEXT] = random_strings(NULL_STRINGS, "train", seed) + unrelated_sentences("train")
+        rows = concatenate_datasets([rows, null_rows(rows, **own)])
+        descriptions[NULL_CONTEXT] = null_pool(seed)
     return rows, descriptions
+
+
+def null_pool(seed: int) -> list[str]:
+    """The null pseudo-context's training descriptions: random strings and unrelated sentences (``train`` pool)."""
+    from zhyper.data.controls import random_strings, unrelated_sentences
+
+    return random_strings(NULL_STRINGS, "train", seed) + unrelated_sentences("train")
+
+
+def null_rows(rows, **columns):
+    """One row per distinct (prompt, system) of ``rows``, context ``NULL_CONTEXT``, its plain answer
+    (column ``base_answer``) as the response; ``columns``: values set on every null row (e.g. description="")."""
+    if "base_answer" not in rows.column_names:
+        raise ValueError("data.null_context needs a plain answer per prompt (column base_answer); this data has "
+                         f"columns {rows.column_names}")
+    systems = rows["system"] if "system" in rows.column_names else [""] * len(rows)
+    first: dict[tuple[str, str], int] = {}
+    for i, key in enumerate(zip(rows["prompt"], systems)):
+        first.setdefault(key, i)
+    return rows.select(sorted(first.values())).map(  # one row per training prompt, its plain answer
+        lambda r: {"context": NULL_CONTEXT, "response": r["base_answer"], **columns})
 
 
 @dataclass
