@@ -21,7 +21,7 @@ from zhyper._lazy import lazy_exports
 
 _LAZY = {
     "Engine": "zhyper.serving.engine",
-    "SamplingParams": "zhyper.serving.engine",
+    "SamplingParams": "zhyper.serving.requests",
     "ModulationCache": "zhyper.serving.cache",
     "load_contexts": "zhyper.serving.contexts",
     "save_contexts": "zhyper.serving.contexts",

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from starlette.requests import Request as HTTPRequest  # resolved by FastAPI from this module's globals
 
 from .contexts import PREFIX, NamedContext
-from .engine import MAX_DESCRIPTIONS, Engine, EngineStopped, Event, QueueFull, Request, SamplingParams
+from .engine import Engine
 from .limits import LimitChecker
 from .metrics import Metrics
 from .ops import Ops
+from .requests import MAX_DESCRIPTIONS, EngineStopped, Event, QueueFull, Request, SamplingParams
 from .schemas import APIError, chunk, completion, decode_body, error_body, model_card, parse_request
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from zhyper.compose import COMBINE
 
-from .engine import MAX_DESCRIPTIONS, SEED_MAX, SEED_MIN
+from .requests import MAX_DESCRIPTIONS, SEED_MAX, SEED_MIN
 
 ROLES = ("system", "developer", "user", "assistant")
 
