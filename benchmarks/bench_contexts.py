@@ -12,6 +12,8 @@ decode work; the engine's max_batch is the largest n, so all n rows decode toget
                cold modulation cache (the sentence encoder and the hypernetwork run for every description,
                its time is reported apart), the timed passes with a warm one (steady serving)
     base       the plain base model, one HF ``generate`` batch of the same prompts        ratio vs base
+               (the median of the paired per-repetition ratios, as bench_engine.py computes it; the
+               benchmark of record for the engine against the plain model is bench_engine.py)
     peft/n     PEFT's mixed-adapter batch, as bench_serve.py measures it: ``export_peft`` per description,
                ``load_adapter`` each into one PeftModel, ``generate(adapter_names=[...])``   ratio vs PEFT
 
@@ -142,7 +144,7 @@ def peers(engine, base, peft: PeftPeer, n: int, tokens: int) -> dict:
     """The callables timed at n: zhyper/n, base, and peft/n when PEFT holds n adapters."""
     import torch
 
-    from bench_serve import descriptions, prompts
+    from _serving import descriptions, prompts
 
     ps, ds = prompts(n), descriptions(n)
     batch = left_padded(engine.tokenizer, ps, ds)
@@ -173,7 +175,9 @@ def hit_rate(cache, before: tuple[int, int]) -> float:
 
 def measure(engine, base, peft: PeftPeer, n: int, tokens: int, reps: int) -> dict:
     """One size: the cold pass, then the interleaved timed passes (PEFT dropped if its generate fails)."""
-    from _timing import median_interleaved
+    import statistics
+
+    from _timing import interleaved, paired_ratio
 
     fns = peers(engine, base, peft, n, tokens)
     with engine.cache._lock:  # a cold modulation cache (the encoder's own embedding cache may stay warm)
@@ -193,10 +197,10 @@ def measure(engine, base, peft: PeftPeer, n: int, tokens: int, reps: int) -> dic
             del fns["peft_n"]
     c1 = (engine.cache.hits, engine.cache.misses)
     with PeakRSS() as mem:
-        t = median_interleaved(fns, reps)
-    tps = {k: n * tokens / v for k, v in t.items()}
+        times = interleaved(fns, reps)
+    tps = {k: n * tokens / statistics.median(v) for k, v in times.items()}
     return {"n": n, "zhyper_tok_s": tps["zhyper_n"], "base_tok_s": tps["base"], "peft_tok_s": tps.get("peft_n"),
-            "vs_base": tps["zhyper_n"] / tps["base"],
+            "vs_base": paired_ratio(times, "base", "zhyper_n")[0],
             "vs_peft": tps["zhyper_n"] / tps["peft_n"] if "peft_n" in tps else None,
             "peft": None if "peft_n" in tps else peft.where(), "cold_s": cold_s, "cold_hit_rate": cold_hits,
             "warm_hit_rate": hit_rate(engine.cache, c1), "peak_rss_gib": max(mem.peak, cold_mem.peak) / GIB,
@@ -240,7 +244,7 @@ def main(argv=None) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bench_serve import descriptions
+    from _serving import descriptions
     from zhyper.serving.engine import Engine
 
     args = parse_args(argv)

@@ -67,3 +67,12 @@ def test_bench_contexts_runs_and_reports_where_peft_stops(tmp_path):
 def test_bench_contexts_measures_peft_within_budget():
     rows = load("bench_contexts").main(["--sizes", "3", "--tokens", "2", "--reps", "1"])
     assert rows[0]["vs_peft"] is not None and rows[0]["peft"] is None and rows[0]["peft_tok_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_engine_pairs_every_repetition(tmp_path):
+    rows = load("bench_engine").main(["--tiny", "--cases", "2x3", "1x2", "--reps", "2", "--out", str(tmp_path)])
+    assert [(r["contexts"], r["tokens"]) for r in rows] == [(2, 3), (1, 2)]
+    for r in rows:  # one ratio per repetition, the median among them
+        assert len(r["ratios"]) == 2 and r["low"] <= r["median"] <= r["high"] and r["engine_tok_s"] > 0
+    assert "| 2 x 3 |" in (tmp_path / "engine.md").read_text()
