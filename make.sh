@@ -59,7 +59,7 @@ case "$cmd" in
     # site/ from mkdocs.yml (a broken link or a missing API reference fails), then tools/check_site.py
     # opens it in headless Chromium (screenshots in site-check/; exit 2 with a message where none is installed)
     setup
-    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict  # not --quiet: it hides the warnings strict counts
     exec "$PY" tools/check_site.py --site site "$@" ;;
   bench)
     setup

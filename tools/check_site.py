@@ -55,7 +55,7 @@ def missing_chromium_message() -> str:
 def build_site(site_dir: Path) -> None:
     """`mkdocs build --strict` of the repository's mkdocs.yml into site_dir."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(site_dir)]
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site_dir)]  # --quiet would pass warnings
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"mkdocs build --strict failed ({done.returncode}):\n{done.stdout}{done.stderr}")
