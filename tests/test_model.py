@@ -105,7 +105,8 @@ def test_save_and_load_give_the_same_function(tmp_path, mode, emb):
     model.save_pretrained(tmp_path / "ckpt")
     model.save_pretrained(tmp_path / "ckpt")  # overwriting is atomic too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.safetensors", "zhyper_config.json"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["README.md", "model.safetensors",
+                                                                     "zhyper_config.json"]
     record = json.loads((tmp_path / "ckpt" / "zhyper_config.json").read_text())
     assert record["config"]["mode"] == mode and record["config"]["context_dim"] == 384
     assert record["zhyper_version"] and len(record["layout"]["modules"]) == 4

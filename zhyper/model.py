@@ -105,27 +105,43 @@ class ZhyperModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, base_model=None, dtype: torch.dtype | None = None,
-                        tokenizer=None, strict_base: bool = False, verify: bool | None = None) -> "ZhyperModel":
-        """Load a ``save_pretrained`` folder onto ``base_model`` (default: the recorded base id).
+                        tokenizer=None, strict_base: bool = False, verify: bool | None = None,
+                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        token: str | bool | None = None) -> "ZhyperModel":
+        """Load a ``save_pretrained`` folder or a hub id ``"org/name"`` onto ``base_model`` (default: the recorded one).
 
+        A local folder of that name wins; a hub id is resolved through huggingface_hub's cache and
+        download (``revision``, ``cache_dir``, ``token``; ``zhyper.hub``) and checked like a folder.
         A base whose weights differ from the one the checkpoint was trained on (its recorded
         fingerprint) is a warning, or an error with ``strict_base=True``. A weights file whose SHA-256
         is not the recorded one is refused; ``verify=False`` (or ``ZHYPER_VERIFY_CHECKSUMS=0``) loads it.
         """
-        from zhyper.pretrained import load_checkpoint
+        from zhyper.hub import load
 
-        return load_checkpoint(cls, folder, base_model=base_model, dtype=dtype, tokenizer=tokenizer,
-                               strict_base=strict_base, verify=verify)
+        return load(cls, folder, revision=revision, cache_dir=cache_dir, token=token, base_model=base_model,
+                    dtype=dtype, tokenizer=tokenizer, strict_base=strict_base, verify=verify)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B), atomically.
+    def save_pretrained(self, folder: str | os.PathLike, license: str | None = None) -> Path:
+        """Write ``zhyper_config.json`` + ``model.safetensors`` (hypernetwork + shared A/B) and the model card
+        ``README.md`` (``zhyper.card``; ``license``: a hub license id, default the recorded one or the base's).
 
-        Other files in ``folder`` are kept. Refused before anything is written: a NaN/inf in a trained
-        tensor (named), and the base model's folder (or a folder inside it).
+        Other files in ``folder`` are kept (a README.md zhyper did not write too: then no card). Refused
+        before anything is written: a NaN/inf in a trained tensor (named), the base model's folder (or a
+        folder inside it), and the hub cache the model was loaded from.
         """
         from zhyper.pretrained import save_checkpoint
 
-        return save_checkpoint(self, folder)
+        return save_checkpoint(self, folder, license=license)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
+                    revision: str | None = None, commit_message: str | None = None, license: str | None = None,
+                    create_pr: bool = False):
+        """Upload what ``save_pretrained`` writes (card included) to the hub repository ``repo_id``, creating it if
+        needed (``zhyper.hub.push``); with ``HF_HUB_OFFLINE=1`` a ConnectionError at once, nothing written."""
+        from zhyper.hub import push
+
+        return push(self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message,
+                    license=license, create_pr=create_pr)
 
     # ------------------------------------------------------------------ the function
     @property

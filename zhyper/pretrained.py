@@ -13,6 +13,10 @@ the library version, and the weights file's size and SHA-256 (``files``: a flipp
 file swapped in from another checkpoint is refused on load, naming the file; ``verify=False``
 opts out). ``model.safetensors`` holds only the trained tensors: the hypernetwork
 (``hypernet.*``) and the shared factors (``base.<module>.lora_A`` / ``lora_B``). No pickle.
+``README.md`` is the model card (``zhyper.card``), written unless the folder holds a README.md zhyper did
+not write; ``zhyper_config.json`` also records its license and, for a training run's ``final/``, the run
+config. A hub id (``org/name``) is resolved to a folder of huggingface_hub's cache by ``zhyper.hub``, then
+loaded here with the same checks.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "zhyper_config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+_KEPT_CARD = "%s is not a model card zhyper wrote (or it was edited): kept as it is, no card written"
 
 
 def layout_record(layout) -> dict:
@@ -118,6 +123,10 @@ def _check_record(record: dict, path: Path) -> None:
                 raise ValueError(f"{path}: field {where}.{key} is missing")
             if not ok(m[key]):
                 raise bad(f"{where}.{key}", expected, m[key])
+    if record.get("license") is not None and not isinstance(record["license"], str):
+        raise bad("license", "a license id (a string) or null", record["license"])
+    if record.get("training") is not None and not isinstance(record["training"], dict):
+        raise bad("training", "the run config (a mapping) or null", record["training"])
     tensors = record["tensors"]
     if not isinstance(tensors, dict) or not tensors:
         raise bad("tensors", "a non-empty mapping of tensor name -> shape", tensors)
@@ -163,7 +172,7 @@ def check_finite(tensors, what: str) -> None:
 
 
 def check_output_folder(model, out_dir: str | os.PathLike, action: str, allow_checkpoint: bool = False) -> None:
-    """Refuse to write into a folder this model was read from (its checkpoint or its base's folder).
+    """Refuse to write into a folder this model was read from (its checkpoint, its hub cache, its base's folder).
 
     ``allow_checkpoint``: ``save_pretrained`` may rewrite the checkpoint it was loaded from (its
     own two files, replaced atomically), but never a folder inside it or the base's folder.
@@ -171,6 +180,11 @@ def check_output_folder(model, out_dir: str | os.PathLike, action: str, allow_ch
     from zhyper.io import same_folder
 
     out = Path(out_dir)
+    hub = getattr(model, "checkpoint_hub", None)
+    if hub is not None and same_folder(hub["storage"], out):
+        raise ValueError(f"{action}: output folder {out} is in the hub cache of {hub['repo_id']} ({hub['storage']}), "
+                         "which this model was loaded from; writing there would change the cached files of a hub "
+                         "commit. Choose another output folder")
     checkpoint = getattr(model, "checkpoint_folder", None)
     if checkpoint is not None and same_folder(checkpoint, out):
         if not (allow_checkpoint and out.resolve() == Path(checkpoint).resolve()):
@@ -230,21 +244,43 @@ def check_base_fingerprint(folder: Path, record: dict, model, strict: bool = Fal
     logger.warning(message + " (strict_base=True makes this an error)")
 
 
-def save_checkpoint(model, folder: str | os.PathLike) -> Path:
-    """Write ``model`` (a ZhyperModel) into ``folder`` atomically; returns the folder.
+def save_checkpoint(model, folder: str | os.PathLike, license: str | None = None, repo_id: str | None = None) -> Path:
+    """Write ``model`` (a ZhyperModel) into ``folder`` atomically, with its model card; returns the folder.
 
-    Refuses (before writing anything) non-finite trained tensors and the base model's folder.
+    Refuses (before writing anything) non-finite trained tensors, the base model's folder and the hub cache.
+    ``license``: the card's (default: the model's recorded one, else the base's); ``repo_id``: the hub id the
+    card's loading example names (``push_to_hub``). A ``README.md`` zhyper did not write is kept (no card).
     """
     from safetensors.torch import save_file
 
     from zhyper import __version__
+    from zhyper.card import CARD_FILE, card_text, check_license, may_write_card
     from zhyper.checksums import file_records
 
     folder = Path(folder)
     check_output_folder(model, folder, "save_pretrained", allow_checkpoint=True)
+    license = check_license(license) or check_license(getattr(model, "license", None))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
     check_finite(tensors, f"save_pretrained: nothing was written to {folder}; the model")
+    record = checkpoint_record(model, tensors, license)
+    card = may_write_card(folder)
+    with atomic_folder(folder) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "zhyper_version": __version__})
+        record = {"format_version": FORMAT_VERSION, **record, "files": file_records(tmp, [WEIGHTS_FILE])}
+        write_config(tmp, record)  # the files' checksums are checked on load
+        if card:
+            (tmp / CARD_FILE).write_text(card_text(record, repo_id=repo_id, folder=folder), encoding="utf-8")
+    if not card:
+        logger.warning(_KEPT_CARD, folder / CARD_FILE)
+    return folder
+
+
+def checkpoint_record(model, tensors: dict, license: str | None = None) -> dict:
+    """What ``zhyper_config.json`` records of ``model`` (its trained ``tensors`` given), less the files' checksums."""
+    from zhyper import __version__
+
     base_cfg = getattr(model.base, "config", None)
+    training = getattr(model, "training_config", None)
     record = {
         "zhyper_version": __version__,
         "config": {**model.config.to_dict(), "context_dim": model.context_dim},
@@ -255,10 +291,11 @@ def save_checkpoint(model, folder: str | os.PathLike) -> Path:
         "layout": layout_record(model.layout),
         "tensors": {k: list(v.shape) for k, v in sorted(tensors.items())},
     }
-    with atomic_folder(folder) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "zhyper_version": __version__})
-        write_config(tmp, {**record, "files": file_records(tmp, [WEIGHTS_FILE])})  # checked on load
-    return folder
+    if license is not None:
+        record["license"] = license
+    if training is not None:  # the run config of launch/train.py (write_final), as plain JSON
+        record["training"] = json.loads(json.dumps(training, default=str))
+    return record
 
 
 def check_weights_file(folder: Path, record: dict) -> Path:
@@ -402,5 +439,36 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
     with torch.no_grad():
         for name, target in expected.items():
             target.copy_(tensors[name])
+    return _provenance(model, folder, record)
+
+
+def _provenance(model, folder: Path, record: dict):
+    """Record on ``model`` the folder it was read from, and its license and run config (save_pretrained keeps them)."""
     model.checkpoint_folder = folder.resolve()
+    model.license, model.training_config = record.get("license"), record.get("training")
     return model
+
+
+def write_card(folder: str | os.PathLike, evaluation: dict | None = None, repo_id: str | None = None) -> Path | None:
+    """Write (atomically) the model card of the checkpoint in ``folder`` (``zhyper.card``); None, and nothing
+    written, when ``folder`` holds a ``README.md`` zhyper did not write (kept, with a warning)."""
+    from zhyper.card import CARD_FILE, card_text, may_write_card
+    from zhyper.io import atomic_write
+
+    folder = Path(folder)
+    if not may_write_card(folder):
+        logger.warning(_KEPT_CARD, folder / CARD_FILE)
+        return None
+    return atomic_write(folder / CARD_FILE, card_text(read_config(folder), evaluation, repo_id, folder))
+
+
+def card_after_evaluation(checkpoint: str | os.PathLike, eval_json: str | os.PathLike) -> Path | None:
+    """Rewrite the card of a run's checkpoint folder with the figures of its ``eval.json`` (when there is one);
+    None (nothing written) for a folder that is no zhyper checkpoint (the LoRA baseline's ``final/``) or whose
+    README.md zhyper did not write."""
+    from zhyper.card import read_evaluation
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / CONFIG_FILE).is_file():
+        return None
+    return write_card(checkpoint, evaluation=read_evaluation(eval_json))

@@ -79,6 +79,7 @@ def write_final(cfg, tokenizer, tensors: dict[str, torch.Tensor], out_dir: Path,
 
     model = meta_model(cfg, tokenizer, tensors)
     model.base_fingerprint = fingerprint
+    model.training_config = cfg.to_dict()  # recorded in zhyper_config.json and shown on the model card
     final_dir = model.save_pretrained(out_dir / FINAL)
     paths = {"checkpoint": final_dir}
     if cfg.method == "zhyper":

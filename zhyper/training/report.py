@@ -73,6 +73,10 @@ def write_report(cfg, out_dir: Path, metrics: dict[str, float], result, speed: d
     if diagnostics is not None:
         report["diagnostics"] = {**diagnostics.metrics(), "warnings": diagnostics.warnings()}
     atomic_write(out_dir / "eval.json", json.dumps(report, indent=1))
+    if paths.get("checkpoint") is not None:  # final/'s model card gets the figures (before MLflow logs the folder)
+        from zhyper.pretrained import card_after_evaluation
+
+        card_after_evaluation(paths["checkpoint"], out_dir / "eval.json")
     md = eval_markdown(cfg, metrics, result, speed, confusion, diagnostics)
     atomic_write(out_dir / "eval.md", md)
     tracker.log_metrics(_finite({**report.get("compliance", {}), **report.get("retention", {}),
