@@ -96,6 +96,8 @@ def main(argv=None) -> None:
         reloaded = ZhyperModel.from_pretrained(final)
         description = rows[0]["description"]
         reloaded.export_peft(description, Path(args.out) / "peft")
+        print(f"trained on {trainer.args.world_size} rank(s), {args.max_steps} steps; response loss per step: "
+              f"{[round(x, 4) for x in trainer.step_losses]}")
         print(f"checkpoint: {final}\nPEFT adapter for {description!r}: {Path(args.out) / 'peft'}")
         print("answer:", reloaded.generate([rows[0]["prompt"]], [description], max_new_tokens=24)[0])
 

@@ -173,7 +173,7 @@ class ZhyperTrainerMixin:
                                                         description_in_prompt=description_in_prompt))
         kwargs.setdefault("processing_class", tokenizer)
         args = self._prepare_args(args)
-        _check_deepspeed(args)
+        check_deepspeed_config(getattr(getattr(args, "hf_deepspeed_config", None), "config", None))
         self._step: dict | None = None  # the optimizer step in progress (its token count, micro-batches seen)
         self._logged: list[float] = []
         self.step_losses: list[float] = []  # token-mean response loss of every step, over all ranks
@@ -305,10 +305,9 @@ class _Engine:
         self.module = module
 
 
-def _check_deepspeed(args) -> None:
+def check_deepspeed_config(config: dict | None) -> None:
     """A DeepSpeed config's own ``optimizer`` would replace zhyper's parameter groups (no decay on vectors, the
-    hypernetwork's learning-rate scale): refused; the Trainer builds the optimizer and DeepSpeed wraps it."""
-    config = getattr(getattr(args, "hf_deepspeed_config", None), "config", None)
+    hypernetwork's learning-rate scale): refused; without it the Trainer builds the optimizer and DeepSpeed wraps it."""
     if config and "optimizer" in config:
         raise ValueError("deepspeed: the config has an 'optimizer' section; remove it: the Trainer then builds "
                          "zhyper's parameter groups (optim=adamw_torch by default) and DeepSpeed wraps them")

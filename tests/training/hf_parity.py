@@ -35,12 +35,31 @@ def setup():
         port = s.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     from zhyper.training.config import load_config
-    from zhyper.training.data import prepare_data
     from zhyper.training.session import init_distributed
 
     init_distributed("gloo")
     cfg = load_config(REPO / "launch" / "configs" / "cpu-tiny.yaml", OVERRIDES)
-    return cfg, prepare_data(cfg, 0, 1, "cpu")
+    return cfg, run_data(cfg)
+
+
+def run_data(cfg):
+    """``prepare_data``'s RunData with only the descriptions these steps meet embedded (seconds, not 25)."""
+    from zhyper.data import MixedContextSampler
+    from zhyper.hyper.encoder import ContextEncoder
+    from zhyper.training.data import DescriptionTable, RunData, load_data, training_rows
+    from zhyper.training.step import contrast_pairs
+
+    data = load_data(cfg)
+    rows, descriptions = training_rows(data, cfg.data.null_context, cfg.data.augment, cfg.data.seed)
+    sampler = MixedContextSampler(rows, descriptions, n_contexts=cfg.data.n_contexts, k=cfg.data.k,
+                                  seed=cfg.data.seed)
+    seen = [d for c in sorted(data.descriptions) for d in data.descriptions[c]]
+    texts = {"none", *seen}
+    for step in range(cfg.train.max_steps):
+        texts |= {d for _, d in sampler.batch(step)}
+        texts |= {d for pair in contrast_pairs(descriptions, step, cfg.train.seed, 0) for d in pair}
+    table = DescriptionTable.build(ContextEncoder(cfg.model.encoder), texts, "cpu")
+    return RunData(data, rows, descriptions, sampler, table, table(seen).float().cpu())
 
 
 def fresh_model(cfg, run, ds):
@@ -94,10 +113,23 @@ def trainer_path(cfg, run, out: Path, kind: str):
     trainer = cls(model, args, train_dataset=Dataset.from_list(rows), objective=cfg.train, tokenizer=tokenizer,
                   max_length=cfg.data.max_length, embed=run.table, descriptions=run.descriptions, shuffle=False)
     trainer.train()
+    if kind == "trainer":  # a zhyper checkpoint, and the same base saved beside it, for the loading test
+        trainer.save_model(str(out / "checkpoint"))
+        save_base(cfg, out / "base")
     logged = [h["response_loss"] for h in trainer.state.log_history if "response_loss" in h]
     assert logged == trainer.step_losses, (logged, trainer.step_losses)
     engine = trainer.model_wrapped if trainer.is_deepspeed_enabled else hf._Engine(model)
     return trainer.step_losses, gather_trained(engine)
+
+
+def save_base(cfg, folder: Path) -> None:
+    """The tiny base (the same seeded weights as every path's) as an HF folder with its tokenizer."""
+    from zhyper.training import build
+
+    tokenizer = build.tokenizer_for(cfg)
+    base, _ = build.build_base(cfg, {}, tokenizer)
+    base.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def main(out: Path) -> None:

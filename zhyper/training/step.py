@@ -75,12 +75,19 @@ def micro_batch_loss(model, hypernet, batch: dict, embed, train_cfg, model_cfg, 
     labels = batch["labels"].to(device)
     weights = response_weights(labels, train_cfg.first_tokens, train_cfg.first_tokens_weight)
     emb = embedding_noise(embed(batch["descriptions"]), train_cfg.embedding_noise)
-    out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                context_embeddings=emb)
+    emitted = []  # the hypernetwork's output, caught on the way: a DDP wrapper rebuilds `out` without .modulation
+    hook = hypernet.register_forward_hook(lambda _m, _i, o: emitted.append(o)) if hypernet is not None else None
+    try:
+        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                    context_embeddings=emb)
+    finally:
+        if hook is not None:
+            hook.remove()
     lsum, _ = response_loss_sum(out.logits, labels, train_cfg.label_smoothing, weights)
     loss = lsum / norm
-    if train_cfg.modulation_l2 > 0 and out.modulation is not None:
-        loss = loss + train_cfg.modulation_l2 * modulation_penalty(out.modulation, model_cfg.mode,
+    modulation = emitted[0] if emitted else getattr(out, "modulation", None)
+    if train_cfg.modulation_l2 > 0 and modulation is not None:
+        loss = loss + train_cfg.modulation_l2 * modulation_penalty(modulation, model_cfg.mode,
                                                                    model_cfg.z_init) / n_micro
     if train_cfg.contrast_weight > 0 and contrast is not None:
         first, second = contrast
