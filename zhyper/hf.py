@@ -108,18 +108,27 @@ def unwrap(model):
 
 @contextmanager
 def hf_view(model):
-    """Inside the block the ZhyperModel shows its base's HF config as ``.config`` and takes ``add_model_tags``,
-    as Trainer / SFTTrainer's constructors expect of a transformers model; both are restored after."""
+    """Inside the block the ZhyperModel shows its base's HF config as ``.config`` and has ``add_model_tags`` and
+    ``activation_checkpointing_enable``, as Trainer / SFTTrainer expect of a transformers model; restored after."""
     zconfig = model.config
     tags = model.__dict__.setdefault("model_tags", [])
     model.config = model.base.config
     model.add_model_tags = lambda new: tags.extend(t for t in ([new] if isinstance(new, str) else new)
                                                    if t not in tags)
+    model.activation_checkpointing_enable = lambda **kw: _checkpointing(model, **kw)
     try:
         yield model
     finally:
         model.config = zconfig
-        del model.add_model_tags
+        del model.add_model_tags, model.activation_checkpointing_enable
+
+
+def _checkpointing(model, activation_checkpointing_kwargs=None, every_n_layers: int = 1, offload: bool = False):
+    """The Trainer's ``activation_checkpointing``: zhyper's non-reentrant checkpointing of every block."""
+    if every_n_layers != 1 or offload:
+        raise ValueError("activation_checkpointing_kwargs: every_n_layers and offload are not supported by zhyper's "
+                         "checkpointing (every block, activations kept on the device)")
+    return model.gradient_checkpointing_enable(activation_checkpointing_kwargs)
 
 
 def checkpoint_model(model, tensors: dict[str, torch.Tensor], fingerprint: dict | None, config=None):

@@ -105,14 +105,17 @@ def trainer_path(cfg, run, out: Path, kind: str):
     model, tokenizer = fresh_model(cfg, run, {})
     cls = hf.ZhyperSFTTrainer if kind == "sft" else hf.ZhyperTrainer
     extra = {"deepspeed": ZERO2} if kind == "trainer_zero2" else {}
-    if kind == "sft":
+    if kind == "sft":  # with TRL's default activation checkpointing (zhyper's, through the Trainer)
         from trl import SFTConfig
-        extra["cls"] = SFTConfig
+        extra.update(cls=SFTConfig, activation_checkpointing=True)
     args = hf.training_arguments(cfg.train, out / kind, per_device_train_batch_size=MICRO,
                                  gradient_accumulation_steps=GAS, **extra)
     trainer = cls(model, args, train_dataset=Dataset.from_list(rows), objective=cfg.train, tokenizer=tokenizer,
                   max_length=cfg.data.max_length, embed=run.table, descriptions=run.descriptions, shuffle=False)
     trainer.train()
+    if kind == "sft":  # zhyper's checkpointing wraps each decoder layer's recompute
+        assert any(getattr(getattr(m, "_gradient_checkpointing_func", None), "zhyper_keeps_modulation", False)
+                   for m in model.modules()), "activation checkpointing is off"
     if kind == "trainer":  # a zhyper checkpoint, and the same base saved beside it, for the loading test
         trainer.save_model(str(out / "checkpoint"))
         save_base(cfg, out / "base")
