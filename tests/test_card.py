@@ -27,7 +27,8 @@ REPORT = {
     "compliance": {"compliance_heldout_seen": 0.61, "compliance_heldout_seen_se": 0.04,
                    "compliance_heldout.upper_case": 0.9, "control_random.upper_case": 0.1},
     "retention": {"retention/upper_case": 0.8, "retention/mean": 0.75, "retention/worst": 0.5},
-    "diagnostics": {"collapse_ratio": 0.2, "warnings": ["the modulations of 2 contexts nearly coincide"]},
+    "diagnostics": {"diagnostics.spread_median": 0.0015, "diagnostics.spread.q_proj": 0.0011,
+                    "diagnostics.collapsed": 1.0, "warnings": ["the modulations of 2 contexts nearly coincide"]},
 }
 
 
@@ -112,10 +113,11 @@ def test_the_card_of_a_run_gets_the_figures_of_its_eval_json(tmp_path):
     text = card(final).text
     for row in ("| final | `seen_gap` | -1.066 (se 0.074) |", "| final | `val_seen_loss` | 1.814 |",
                 "| compliance | `compliance_heldout_seen` | 0.61 (se 0.04) |", "| retention | `retention/mean` | 0.75 |",
-                "| diagnostics | `collapse_ratio` | 0.2 |", "| speed | `train_time_s` | 824.2 |",
+                "| diagnostics | `diagnostics.spread_median` | 0.0015 |", "| diagnostics | `diagnostics.collapsed` | 1 |", "| speed | `train_time_s` | 824.2 |",
                 "- the modulations of 2 contexts nearly coincide"):
         assert row in text, row
-    assert "seen_gap/upper_case" not in text and "retention/upper_case" not in text  # the breakdowns stay in eval.json
+    for detail in ("seen_gap/upper_case", "retention/upper_case", "compliance_heldout.upper_case", "spread.q_proj"):
+        assert detail not in text, detail  # the breakdowns stay in eval.json
     assert is_own_card(final / "README.md") and foreign_checkpoint_files(run) == []
     assert ZhyperModel.from_pretrained(final, base_model=tiny_llama()) is not None  # the card changes no checksum
     (run / "eval.json").write_text("{not json")

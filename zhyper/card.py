@@ -150,8 +150,9 @@ def evaluation_rows(report: dict) -> list[tuple[str, str, str]]:
         if not isinstance(figures, dict):
             continue
         for key, value in figures.items():
+            name = key.removeprefix("diagnostics.")  # diagnostics.spread_median; diagnostics.spread.q_proj: detail
             summary = key.split("/")[-1] in ("mean", "worst", "adapters_off_rate") if section == "retention" \
-                else not any(c in key for c in "/.")
+                else not any(c in name for c in "/.")
             if not _figure(value) or key.endswith("_se") or not summary:
                 continue
             se = figures.get(f"{key}_se")
