@@ -90,7 +90,7 @@ def add_null_context(dataset, seed: int = 0):
 def context_descriptions(dataset) -> dict[str, list[str]]:
     """{context: its distinct descriptions} of a dataset (column ``context``; without it each description is
     its own context): the wordings the contrastive term pairs."""
-    described = [d for d in dataset["description"]]
+    described = list(dataset["description"])
     contexts = dataset["context"] if "context" in dataset.column_names else described
     out: dict[str, set[str]] = {}
     for c, d in zip(contexts, described):
@@ -132,8 +132,9 @@ def _checkpointing(model, activation_checkpointing_kwargs=None, every_n_layers: 
 
 
 def checkpoint_model(model, tensors: dict[str, torch.Tensor], fingerprint: dict | None, config=None):
-    """``model`` (its ZhyperConfig ``config``, default ``model.config``) rebuilt on a weightless (meta) copy of its base, holding ``tensors``: what ``save_pretrained``
-    writes, without a second copy of the base and whatever ZeRO stage holds the live weights."""
+    """``model`` (its ZhyperConfig ``config``, default ``model.config``) rebuilt on a weightless (meta) copy of its
+    base, holding ``tensors``: what ``save_pretrained`` writes, without a second copy of the base and whatever ZeRO
+    stage holds the live weights."""
     from transformers import AutoModelForCausalLM
 
     from zhyper.model import ZhyperModel

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-OVERRIDES = ["train.max_steps=4", "train.warmup_ratio=0.5", "model.hyper_dropout=0", "data.null_context=true", "train.contrast_weight=0.5",
-             "train.first_tokens_weight=2.0", "train.modulation_l2=0.01", "data.n_contexts=4", "data.k=1"]
+OVERRIDES = ["train.max_steps=4", "train.warmup_ratio=0.5", "model.hyper_dropout=0", "data.null_context=true",
+             "train.contrast_weight=0.5", "train.first_tokens_weight=2.0", "train.modulation_l2=0.01",
+             "data.n_contexts=4", "data.k=1"]
 GAS, MICRO = 2, 2
 ZERO2 = {"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto",
          "gradient_accumulation_steps": "auto", "train_batch_size": "auto", "gradient_clipping": "auto"}
