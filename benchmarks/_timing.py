@@ -6,17 +6,19 @@ import statistics
 import time
 
 
-def interleaved(fns: dict, reps: int) -> dict[str, list[float]]:
+def interleaved(fns: dict, reps: int, clock=time.perf_counter) -> dict[str, list[float]]:
     """Wall times of each callable over ``reps`` repetitions, after one warm-up call each; the callables
-    take turns in every repetition (alternating order), so a change in machine load hits all of them alike."""
+    take turns in every repetition (alternating order), so a change in machine load hits all of them alike.
+    ``clock=time.process_time`` counts the process's CPU seconds instead (all its threads): steadier than
+    wall time on a machine whose cores other jobs share."""
     times = {k: [] for k in fns}
     for fn in fns.values():  # warm-up (caches, lazy loads, kernels)
         fn()
     for rep in range(reps):
         for k, fn in (fns.items() if rep % 2 == 0 else reversed(fns.items())):
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[k].append(time.perf_counter() - t)
+            times[k].append(clock() - t)
     return times
 
 

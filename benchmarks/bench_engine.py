@@ -17,6 +17,7 @@ turns, the order alternating (ABBA), so load that comes and goes hits both alike
 one ratio ``plain seconds / engine seconds`` (= engine tokens/s over plain tokens/s: above 1 the engine is
 faster); the table gives the median, the range of the ratios and the load average before and after. Only
 the ratios mean something: absolute times move with the machine. Target: >= 0.98x in every case.
+``--cpu-time`` times the process's CPU seconds instead of wall seconds (for a machine other jobs share).
 """
 
 from __future__ import annotations
@@ -68,14 +69,14 @@ def peers(engine, base, n: int, tokens: int) -> dict:
     return {"engine": run_engine, "plain": run_plain}
 
 
-def measure(model, base, n: int, tokens: int, reps: int) -> dict:
+def measure(model, base, n: int, tokens: int, reps: int, clock=time.perf_counter) -> dict:
     """One case: paired repetitions, the ratio of each, the load around them."""
     from zhyper.serving.engine import Engine
 
     engine = Engine(model, max_batch=n, max_queue=n, cache_size=2 * n).start()
     load0 = os.getloadavg()[0]
     try:
-        times = interleaved(peers(engine, base, n, tokens), reps)
+        times = interleaved(peers(engine, base, n, tokens), reps, clock)
     finally:
         engine.stop()
     ratios = [p / e for p, e in zip(times["plain"], times["engine"])]
@@ -105,6 +106,8 @@ def parse_args(argv=None):
     p.add_argument("--cases", type=parse_case, nargs="+", help=f"CONTEXTSxTOKENS (default {' '.join(FULL)})")
     p.add_argument("--quick", action="store_true", help=f"the cases {' '.join(QUICK)} and 3 repetitions")
     p.add_argument("--reps", type=int, help="paired repetitions per case (default 5; --quick 3)")
+    p.add_argument("--cpu-time", action="store_true", help="time the process's CPU seconds, not wall seconds "
+                   "(steadier on a machine other jobs share; with 1 thread the two agree on a quiet one)")
     p.add_argument("--tiny", action="store_true", help="the tests' tiny model instead of SmolLM2 (a smoke run)")
     p.add_argument("--out", type=Path, help="also write engine.md and engine.json to this folder")
     args = p.parse_args(argv)
@@ -123,7 +126,8 @@ def main(argv=None) -> list[dict]:
 
     args = parse_args(argv)
     opts = {"cases": [f"{n}x{t}" for n, t in args.cases], "reps": args.reps, "tiny": args.tiny,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "clock": "cpu" if args.cpu_time else "wall"}
+    clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"{opts}; load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +135,7 @@ def main(argv=None) -> list[dict]:
         base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval()
         for n, tokens in args.cases:
             t0 = time.perf_counter()
-            rows.append(measure(model, base, n, tokens, args.reps))
+            rows.append(measure(model, base, n, tokens, args.reps, clock))
             print(row_line(rows[-1]) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     text = markdown(rows, opts)
     if args.out is not None:

@@ -36,21 +36,27 @@ def _modulate(h: torch.Tensor, zs: torch.Tensor, square: bool) -> torch.Tensor:
     return (h.reshape(zs.shape[0], -1, r) * zs.unsqueeze(1)).reshape(-1, r)
 
 
+def _forward(y, x, lora_a, lora_b, z, scaling: float, square: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y + s·B·mod(z)·A·x in y's shape and dtype, h = x·Aᵀ (N, r)): the forward's arithmetic, with or without autograd."""
+    adt = lora_a.dtype
+    x2 = x.reshape(-1, x.shape[-1])  # (N, in), x's dtype
+    zs = z * scaling  # the scale folded into the r (or r·r) modulation values
+    h = (lora_a @ x2.to(adt).t()).t()  # (N, r), stored transposed: the fast GEMM orientation
+    hz = _modulate(h, zs, square)  # (N, r)
+    y2 = y.reshape(-1, y.shape[-1])  # (N, out)
+    out = torch.addmm(y2.to(adt), hz, lora_b.t()).to(y.dtype)  # one rounding to y's dtype, as PEFT
+    return out.view(y.shape), h
+
+
 class ModulatedLowRank(torch.autograd.Function):
     """y + s·B·mod(z)·A·x over flattened tokens; see the module docstring. Use ``modulated_lowrank``."""
 
     @staticmethod
     def forward(ctx, y, x, lora_a, lora_b, z, scaling: float, square: bool):
-        adt = lora_a.dtype
-        x2 = x.reshape(-1, x.shape[-1])  # (N, in), x's dtype
-        zs = z * scaling  # the scale folded into the r (or r·r) modulation values
-        h = (lora_a @ x2.to(adt).t()).t()  # (N, r), stored transposed: the fast GEMM orientation
-        hz = _modulate(h, zs, square)  # (N, r)
-        y2 = y.reshape(-1, y.shape[-1])  # (N, out)
-        out = torch.addmm(y2.to(adt), hz, lora_b.t()).to(y.dtype)  # one rounding to y's dtype, as PEFT
+        out, h = _forward(y, x, lora_a, lora_b, z, scaling, square)
         ctx.save_for_backward(x, lora_a, lora_b, z, h)
         ctx.scaling, ctx.square = scaling, square
-        return out.view(y.shape)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -98,4 +104,6 @@ def modulated_lowrank(y: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lo
         lora_a: A (r, in); lora_b: B (out, r); z: in A's dtype, (r,) / (r, r) for all samples or
             (b, r) / (b, r, r) with b = x.shape[0]; square: z is a square Z rather than a diagonal.
     """
+    if not torch.is_grad_enabled():  # no_grad / inference_mode (generation, serving): the same arithmetic,
+        return _forward(y, x, lora_a, lora_b, z, scaling, square)[0]  # without autograd.Function's bookkeeping
     return ModulatedLowRank.apply(y, x, lora_a, lora_b, z, scaling, square)
