@@ -304,6 +304,28 @@ class ZhyperTrainerMixin:
             checkpoint_model(unwrap(self.model), tensors, fingerprint, self.zhyper_config).save_pretrained(output_dir)
             log.info("wrote the zhyper checkpoint %s", output_dir)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """``resume_from_checkpoint`` without DeepSpeed: the trained tensors of the zhyper checkpoint in that
+        ``checkpoint-N`` folder (its record and checksum checked) copied into the live model."""
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        from zhyper.checksums import verify_files
+        from zhyper.pretrained import CONFIG_FILE, check_weights_file, read_config
+
+        folder = Path(resume_from_checkpoint)
+        record = read_config(folder)
+        weights = check_weights_file(folder, record)
+        verify_files(folder, record.get("files"), folder / CONFIG_FILE)
+        saved, live = load_file(str(weights)), unwrap(model or self.model).trainable_state_dict()
+        if set(saved) != set(live):
+            raise ValueError(f"{folder}: its tensors do not fit this model (missing "
+                             f"{sorted(set(live) - set(saved))[:3]}, unexpected {sorted(set(saved) - set(live))[:3]})")
+        with torch.no_grad():
+            for name, tensor in live.items():
+                tensor.copy_(saved[name])
+
     def create_model_card(self, *args, **kwargs) -> None:
         """No Trainer model card: the checkpoint folder holds zhyper's files only."""
 

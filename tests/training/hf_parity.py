@@ -8,7 +8,8 @@ objective), and no hypernetwork dropout (dropout draws differ between loops that
 Each path starts from the same weights (``build`` seeds them) and sees the sampler's first steps in the same
 order. Writes OUT_DIR/<path>.json (the step losses) and OUT_DIR/<path>.safetensors (the trained tensors) for
 the paths ``zhyper`` (launch/train.py's ``train_step`` on a ZeRO-2 engine), ``trainer``, ``sft``,
-``trainer_zero2`` (Trainer with ``deepspeed=``) and ``dropped`` (Trainer, every description replaced by
+``trainer_zero2`` (Trainer with ``deepspeed=``), ``resumed`` (the Trainer resumed from its checkpoint after
+step 2: steps 3 and 4) and ``dropped`` (Trainer, every description replaced by
 "none": the twin that must differ).
 """
 
@@ -109,11 +110,13 @@ def trainer_path(cfg, run, out: Path, kind: str):
     if kind == "sft":  # with TRL's default activation checkpointing (zhyper's, through the Trainer)
         from trl import SFTConfig
         extra.update(cls=SFTConfig, activation_checkpointing=True)
+    if kind == "trainer":  # Trainer checkpoints (zhyper files + optimizer state) after step 2, for "resumed"
+        extra.update(save_strategy="steps", save_steps=2)
     args = hf.training_arguments(cfg.train, out / kind, per_device_train_batch_size=MICRO,
                                  gradient_accumulation_steps=GAS, **extra)
     trainer = cls(model, args, train_dataset=Dataset.from_list(rows), objective=cfg.train, tokenizer=tokenizer,
                   max_length=cfg.data.max_length, embed=run.table, descriptions=run.descriptions, shuffle=False)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(out / "trainer" / "checkpoint-2") if kind == "resumed" else None)
     if kind == "sft":  # zhyper's checkpointing wraps each decoder layer's recompute
         assert any(getattr(getattr(m, "_gradient_checkpointing_func", None), "zhyper_keeps_modulation", False)
                    for m in model.modules()), "activation checkpointing is off"
@@ -121,7 +124,8 @@ def trainer_path(cfg, run, out: Path, kind: str):
         trainer.save_model(str(out / "checkpoint"))
         save_base(cfg, out / "base")
     logged = [h["response_loss"] for h in trainer.state.log_history if "response_loss" in h]
-    assert logged == trainer.step_losses, (logged, trainer.step_losses)
+    assert logged[-len(trainer.step_losses):] == trainer.step_losses, (logged, trainer.step_losses)  # resumed: the
+    # restored log history comes first
     engine = trainer.model_wrapped if trainer.is_deepspeed_enabled else hf._Engine(model)
     return trainer.step_losses, gather_trained(engine)
 
@@ -143,7 +147,7 @@ def main(out: Path) -> None:
     cfg, run = setup()
     print(f"setup: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     paths = {"zhyper": lambda: zhyper_path(cfg, run, out)}
-    for kind in ("trainer", "sft", "dropped", "trainer_zero2"):  # DeepSpeed's Trainer last: its accelerate state stays
+    for kind in ("trainer", "resumed", "sft", "dropped", "trainer_zero2"):  # DeepSpeed's Trainer last: its accelerate state stays
         paths[kind] = lambda kind=kind: trainer_path(cfg, run, out, kind)
     for name, fn in paths.items():
         start = time.perf_counter()

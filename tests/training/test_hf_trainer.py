@@ -61,6 +61,17 @@ def test_trainer_losses_equal_zhyper_train_step(parity, path):
         torch.testing.assert_close(mine[name], theirs[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_resumed_trainer_continues_exactly(parity):
+    """resume_from_checkpoint on the Trainer's checkpoint-2 (zhyper files + optimizer and scheduler state): steps
+    3 and 4 and the final weights equal the uninterrupted run's; a restart from the initial weights would not."""
+    expected = _losses(parity, "zhyper")
+    resumed = _losses(parity, "resumed")
+    torch.testing.assert_close(resumed, expected[2:], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(_tensors(parity, "resumed"), _tensors(parity, "trainer"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(AssertionError):  # the twin: steps 1-2 of the fresh run are not what the resumed run logs
+        torch.testing.assert_close(resumed, expected[:2], rtol=1e-6, atol=1e-6)
+
+
 def test_twin_dropped_description_changes_the_losses(parity):
     """The same Trainer run with every description replaced by "none": the losses and the weights differ, so
     the equality above holds only because the Trainer conditions on the same descriptions."""
