@@ -95,3 +95,43 @@ def test_text_combine_reads_one_joined_description(model):
     assert not torch.allclose(model.modulation([[A, B]]), joined)  # the two methods differ
     mixed = model.generate(PROMPTS, [[A, B], B], max_new_tokens=5, combine="text")
     assert len(mixed) == 2
+
+
+# ---------------------------------------------------------------- weights whose modulation is not usable (issue 31)
+def test_a_weight_whose_modulation_overflows_is_an_error_naming_it(model):
+    """1e39 overflows float32 in the weighted sum itself: an error naming the description and the weight."""
+    with pytest.raises(FloatingPointError, match=r"weight\(s\) \[1e\+39\] for \['Answer in all capital letters\.'\]"
+                                                 r".*NaN or inf.*use a smaller weight"):
+        model.modulation([A], weights=[1e39], check_finite=True)
+    assert torch.isfinite(model.modulation([A], weights=[3.0], check_finite=True)).all()  # twin: a sane weight
+
+
+@pytest.mark.parametrize("call", ["generate", "modulation", "export_peft"])
+def test_a_finite_weight_that_makes_the_output_nan_is_an_error_not_an_empty_answer(model, tmp_path, call):
+    """1e30 keeps the modulation finite but overflows the base model's activations: today an empty answer."""
+    run = {"generate": lambda w: model.generate(PROMPTS[:1], [A], weights=[w], max_new_tokens=4),
+           "modulation": lambda w: model.modulation([A], weights=[w], check_finite=True),
+           "export_peft": lambda w: model.export_peft(A, tmp_path / f"out{w:g}", weights=[w])}[call]
+    with pytest.raises(FloatingPointError, match=r"weight\(s\) \[1e\+30\] for \['Answer in all capital letters\.'\] "
+                                                 r"overflows the base model's activations.*use a smaller weight"):
+        run(1e30)
+    assert not (tmp_path / "out1e+30").exists()
+    run(2.0)  # the twin: a strong but sane weight passes the same check
+    if call == "generate":
+        assert run(2.0)[0].strip(), "a sane weight gives an answer"
+
+
+def test_full_mode_advice_for_weights_is_not_circular():
+    """Full mode: weights are refused with advice that works (not 'use combine=text', which refuses weights)."""
+    weighted = compose.entries([A], [0.5])
+    for combine in ("modulation", "text"):
+        with pytest.raises(ValueError) as err:
+            compose.check_combine(combine, weighted, "full")
+        assert str(err.value) == compose.full_mode_refusal(weighted)
+        assert "combine='text'" not in str(err.value) and "drop the weights" in str(err.value)
+    several = compose.entries([[A, B]])
+    with pytest.raises(ValueError, match="join them with combine='text'") as err:
+        compose.check_combine("modulation", several, "full")
+    assert str(err.value) == compose.full_mode_refusal(several)
+    compose.check_combine("text", several, "full")  # the advice given works
+    compose.check_combine("modulation", compose.entries([A]), "full")  # twin: one plain description is fine

@@ -134,10 +134,12 @@ def test_theory_library_refuses_a_bad_tolerance():
     assert VerifyConfig.quick(tolerance=0.2).tolerance == 0.2
 
 
-@pytest.mark.parametrize("option", ["--rank", "--context-dim", "--latent-dim", "--head-in"])
-def test_params_refuses_non_positive_sizes(option, capsys):
-    _refused(["params", option, "0"], capsys, f"argument {option}: expected an integer >= 1, got '0'")
-    _refused(["params", option, "-4"], capsys, f"argument {option}: expected an integer >= 1, got '-4'")
+@pytest.mark.parametrize("option, expected", [("--rank", "an integer >= 1"),
+                                              *((o, "an integer in [1, 1048576]")  # widths: also bounded above
+                                                for o in ("--context-dim", "--latent-dim", "--head-in"))])
+def test_params_refuses_non_positive_sizes(option, expected, capsys):
+    _refused(["params", option, "0"], capsys, f"argument {option}: expected {expected}, got '0'")
+    _refused(["params", option, "-4"], capsys, f"argument {option}: expected {expected}, got '-4'")
 
 
 def test_params_accepts_valid_sizes(capsys):

@@ -74,8 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def undecodable(argv: list[str]) -> str | None:
+    """A sentence naming the first argument that is not valid UTF-8 (Python keeps its raw bytes as lone
+    surrogates, which no description, prompt or path zhyper writes can carry), or None."""
+    import os
+
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return (f"argument {i} ({os.fsencode(arg)!r}) is not valid UTF-8; expected UTF-8 text (a terminal or "
+                    "script in another encoding: convert it, e.g. with iconv, or use a UTF-8 locale)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    bad = undecodable(argv)
+    if bad is not None:
+        print(f"zhyper{' ' + argv[0] if argv and argv[0] in COMMANDS else ''}: error: {bad}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if len(argv) > 1 and argv[0] in ("-v", "--verbose") and argv[1] in COMMANDS:  # `zhyper -v chat ...`
         argv = [argv[1], "-v", *argv[2:]]
     parser = build_parser()

@@ -44,7 +44,8 @@ def folded_factors(model, description, action: str = "export", weights=None,
 
     ``description`` is a string or a list combined with ``weights`` / ``combine`` (``zhyper.compose``).
     Raises ValueError naming the tensor when a trained tensor, the modulation or a folded factor
-    holds a NaN or an inf (nothing would be worth writing).
+    holds a NaN or an inf (nothing would be worth writing), and FloatingPointError when the model's
+    output under the modulation does (``compose.check_output``: a weight such as 1e30).
     """
     from zhyper import compose
     from zhyper.pretrained import check_finite
@@ -54,6 +55,7 @@ def folded_factors(model, description, action: str = "export", weights=None,
     per_module = model.layout.module_modulations(z)
     check_finite({f"modulation[{name}]": z for name, z in per_module.items()},
                  f"{action}: the hypernetwork's modulation for {description!r}")
+    compose.check_output(model, z, compose.entries([description], None if weights is None else [weights]))
     out = {}
     for m in model.layout:
         a, b = model.base.get_submodule(m.name).folded_factors(per_module[m.name])

@@ -47,6 +47,25 @@ def format_prompts(tokenizer, prompts: Sequence[str], descriptions: Sequence[str
             for p, d in zip(prompts, descriptions)]
 
 
+def max_new_tokens_for(model, prompts: Sequence[str], requested: int | None, default: int = 128,
+                       system: str = "") -> int:
+    """The answer length for ``prompts`` on a ZhyperModel, bounded by its base's context as the server
+    bounds a request: ``requested`` (given by the user) must fit beside the longest chat-formatted prompt,
+    else ValueError naming both; without one, ``default`` capped by what the context leaves."""
+    cfg = getattr(model.base, "config", None)
+    context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+    if context is None or model.tokenizer is None:
+        return requested if requested is not None else default
+    texts = format_prompts(model.tokenizer, list(prompts), ["none"] * len(prompts), system)
+    longest = max(len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    wanted = requested if requested is not None else min(default, context - longest)
+    if longest + max(wanted, 1) > context:
+        raise ValueError(f"this model's maximum context length is {context} tokens; the answer needs "
+                         f"{longest + max(wanted, 1)} ({longest} in the longest prompt, {max(wanted, 1)} in the "
+                         f"answer): shorten the prompt or lower --max-new-tokens (max_new_tokens)")
+    return wanted
+
+
 @torch.no_grad()
 def generate_texts(lm, tokenizer, prompts: Sequence[str] | str, descriptions: Sequence[str] | str, system: str = "",
                    description_in_prompt: bool = False, context=None, **gen_kwargs) -> list[str]:

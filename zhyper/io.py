@@ -198,3 +198,21 @@ def file_lock(path: str | os.PathLike, timeout: float = -1, what: str = "this re
         yield
     finally:
         lock.release()
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of the file ``path``, or one clear error naming ``what`` it is (``"run config"``,
+    ``"--ds_config"``) and the path: FileNotFoundError ``... does not exist``, IsADirectoryError
+    ``... is a directory; expected a file``, ValueError ``... is not UTF-8 text``."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory; expected a file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start}: {data[err.start:err.start + 1]!r}); "
+                         "expected a UTF-8 file") from None

@@ -138,6 +138,10 @@ def _check_record(record: dict, path: Path) -> None:
 def read_config(folder: str | os.PathLike) -> dict:
     """The parsed and checked ``zhyper_config.json`` of a checkpoint folder."""
     path = Path(folder) / CONFIG_FILE
+    if Path(folder).is_file():
+        raise NotADirectoryError(f"{folder} is a file; expected a zhyper checkpoint folder (holding {CONFIG_FILE})")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; expected the checkpoint's {CONFIG_FILE} file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {folder} is not a zhyper checkpoint folder")
     try:
@@ -303,6 +307,8 @@ def check_weights_file(folder: Path, record: dict) -> Path:
     from safetensors import SafetensorError, safe_open
 
     path = folder / WEIGHTS_FILE
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; expected the checkpoint's weights file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the checkpoint {folder} has no weights file")
     try:
@@ -331,8 +337,26 @@ def _reloadable(base_id: str) -> bool:
     return base is None or base.reloadable
 
 
-def _check_base_before_loading(folder: Path, record: dict, config, base, revision: str | None) -> None:
-    """model_type and layout of ``base`` (a path / hub id) from its config alone, before its weights load."""
+def _unreadable_base(folder: Path, base_info: dict, base, err: Exception, given: bool) -> Exception:
+    """The error for a base whose config cannot be read: advice to pass a base when none was given, and for a
+    given one what is wrong with it (a path that does not exist is named as such, not as a bad hub id)."""
+    name = str(base)
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not given:
+        return ValueError(f"checkpoint {folder}: cannot read the config of the base model {name!r} ({reason}); "
+                          "pass base_model= (--base on the command line) a local copy of the base it was trained on")
+    trained_on = f" ({base_info['id']!r})" if base_info.get("id") else ""
+    expected = f"expected a local HF model folder or a hub id of the base the checkpoint was trained on{trained_on}"
+    if (os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1) and not Path(name).exists():
+        return FileNotFoundError(f"base model {name} (base_model= / --base) does not exist; {expected}")
+    return ValueError(f"checkpoint {folder}: cannot read the config of the base model {name!r} given as "
+                      f"base_model= (--base) ({reason}); {expected}")
+
+
+def _check_base_before_loading(folder: Path, record: dict, config, base, revision: str | None,
+                               given: bool = False) -> None:
+    """model_type and layout of ``base`` (a path / hub id) from its config alone, before its weights load.
+    ``given``: the caller passed ``base`` (base_model= / --base); else it is the one the checkpoint records."""
     from transformers import AutoConfig
 
     from zhyper.base_model import resolve_base
@@ -341,9 +365,7 @@ def _check_base_before_loading(folder: Path, record: dict, config, base, revisio
     try:
         base_cfg = AutoConfig.from_pretrained(resolve_base(base), revision=revision)
     except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {folder}: cannot read the config of the base model {str(base)!r} "
-                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); pass base_model= "
-                         "(--base on the command line) a local copy of the base it was trained on") from None
+        raise _unreadable_base(folder, base_info, base, err, given) from None
     _check_model_type(folder, base_info, getattr(base_cfg, "model_type", None), str(base))
     try:  # the layout on a weightless (meta) copy; a model that cannot be built so is checked after loading
         from zhyper.bases import meta_model
@@ -422,7 +444,7 @@ def load_checkpoint(cls, folder: str | os.PathLike, base_model=None, dtype=None,
         model = cls.from_base(base_id, config, tokenizer=tokenizer, dtype=dtype, revision=revision)
     else:
         if isinstance(base_model, (str, os.PathLike)):
-            _check_base_before_loading(folder, record, config, base_model, None)
+            _check_base_before_loading(folder, record, config, base_model, None, given=True)
         elif isinstance(base_model, nn.Module):
             _check_model_type(folder, base_info, getattr(getattr(base_model, "config", None), "model_type", None),
                               f"given ({type(base_model).__name__})")

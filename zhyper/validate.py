@@ -84,6 +84,14 @@ def non_negative_int(name: str | None, value) -> int:
     return _integer(name, value, 0, "an integer >= 0")
 
 
+def int_in_range(name: str | None, value, low: int, high: int) -> int:
+    """An int within ``[low, high]`` (not a bool, not a float)."""
+    expected = f"an integer in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise OptionError(name, value, expected)
+    return value
+
+
 def one_of(name: str | None, value, choices: Iterable):
     """One of ``choices`` (compared with ==)."""
     choices = tuple(choices)

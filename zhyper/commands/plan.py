@@ -43,15 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from zhyper.training.build import resolve_ds_config
     from zhyper.training.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        world = args.nodes * args.gpus_per_node
-        ds = resolve_ds_config(args.ds_config, cfg, world)
-        result = plan(cfg, ds, args.nodes, args.gpus_per_node, device=args.device,
-                      device_memory=int(args.gpu_memory * GIB) if args.gpu_memory is not None else None,
-                      flops=args.tflops * 1e12 if args.tflops is not None else None,
-                      encoder_params=args.encoder_params, inter_node=args.inter_node_gbps * 1e9 / 8)
-    except ValueError as err:
-        raise SystemExit(f"zhyper plan: {err}") from None
+    # a missing or malformed --config / --ds_config raises ValueError or OSError: one line, exit status 2 (cli.py)
+    cfg = load_config(args.config, args.overrides)
+    world = args.nodes * args.gpus_per_node
+    ds = resolve_ds_config(args.ds_config, cfg, world)
+    result = plan(cfg, ds, args.nodes, args.gpus_per_node, device=args.device,
+                  device_memory=int(args.gpu_memory * GIB) if args.gpu_memory is not None else None,
+                  flops=args.tflops * 1e12 if args.tflops is not None else None,
+                  encoder_params=args.encoder_params, inter_node=args.inter_node_gbps * 1e9 / 8)
     print(format_plan(result))
     return 0

@@ -10,7 +10,7 @@ import argparse
 import os
 
 from zhyper.commands._common import add_model_arguments
-from zhyper.validate import in_range, non_negative_int, option, positive_int
+from zhyper.validate import in_range, int_in_range, non_negative_int, option, positive_int
 
 API_KEY_ENV = "ZHYPER_API_KEY"
 
@@ -18,7 +18,8 @@ API_KEY_ENV = "ZHYPER_API_KEY"
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)  # --checkpoint, --base: the same as generate and chat
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=option(non_negative_int, int), default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--port", type=option(int_in_range, int, low=0, high=65535), default=8000,
+                        help="TCP port, 0 to 65535 (default 8000)")
     parser.add_argument("--max-batch", type=option(positive_int, int), default=32,
                         help="most requests decoded together in one batch (default 32)")
     parser.add_argument("--max-queue", type=option(positive_int, int), default=256,

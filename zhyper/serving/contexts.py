@@ -51,6 +51,10 @@ def _check_table(raw, path: Path) -> dict[str, list[str]]:
         if not name.strip() or any(c.isspace() for c in name):
             raise ValueError(f"{path}: context name {name!r} is empty or contains whitespace; expected a word "
                              "like 'upper_case'")
+        if "+" in name:  # the server reads model "zhyper:a+b" as contexts a and b combined
+            raise ValueError(f"{path}: context name {name!r} contains '+', which joins context names in a model id "
+                             f"('{PREFIX}a+b' combines a and b); expected a name without '+', e.g. "
+                             f"{name.replace('+', '_')!r}")
         if (not isinstance(descriptions, list) or not descriptions
                 or not all(isinstance(d, str) and d.strip() for d in descriptions)):
             raise ValueError(f"{path}: context {name!r}: expected a non-empty list of non-empty description "
@@ -61,11 +65,13 @@ def _check_table(raw, path: Path) -> dict[str, list[str]]:
 
 def read_contexts_file(folder: str | os.PathLike) -> dict[str, list[str]]:
     """The ``contexts.json`` of a checkpoint folder ({} when there is none); raises on a malformed file."""
+    from zhyper.io import read_text
+
     path = Path(folder) / CONTEXTS_FILE
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+    try:  # a directory or a file that is not UTF-8 is named, never skipped
+        raw = json.loads(read_text(path, "contexts file"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); expected {{name: [description, ...]}}") from None
     return _check_table(raw, path)

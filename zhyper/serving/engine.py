@@ -429,9 +429,8 @@ def _combined(request: Request, rows: list):
     or ``(message, code, status)`` when it cannot be formed."""
     from zhyper import compose
 
-    if not isinstance(rows[0], torch.Tensor):
-        return ("combining descriptions as a weighted sum of modulations needs a diag or square checkpoint; this "
-                "one is full mode: send combine='text'", "invalid_request", 400)
+    if not isinstance(rows[0], torch.Tensor):  # the library's one message for full mode (compose.full_mode_refusal)
+        return (compose.full_mode_refusal([(tuple(request.texts), tuple(request.weights))]), "invalid_request", 400)
     unique = list(dict.fromkeys(request.texts))
     matrix = torch.zeros(1, len(unique), dtype=torch.float64)
     for text, w in zip(request.texts, request.weights):

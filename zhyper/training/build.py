@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 
 def resolve_ds_config(path: str | Path, cfg, world: int) -> dict:
     """Read the DeepSpeed JSON and fill the batch, LR and clipping fields from the run config."""
+    from zhyper.io import read_text
+
     try:
-        ds = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"--ds_config {path} does not exist") from None
+        ds = json.loads(read_text(path, "--ds_config"))
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
     except json.JSONDecodeError as err:
         raise ValueError(f"--ds_config {path}: malformed JSON at line {err.lineno}: {err.msg}") from None
     if not isinstance(ds, dict):

@@ -317,11 +317,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a run YAML (or the defaults when path is None) and apply overrides."""
     import yaml
 
+    from zhyper.io import read_text
+
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(read_text(path, "run config")) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: malformed YAML: {err}") from err
         except FileNotFoundError:
