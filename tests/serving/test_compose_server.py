@@ -179,8 +179,12 @@ def test_full_mode_refuses_the_sum_and_joins_the_text(tmp_path):
         with pytest.raises(openai.BadRequestError) as exc:
             ask(client, P[0], [A, B])
         assert exc.value.body["param"] == "combine" and "full mode" in exc.value.body["message"]
-        with pytest.raises(openai.BadRequestError):
+        with pytest.raises(openai.BadRequestError) as exc:
             ask(client, P[0], A, description_weights=[0.5])
+        from zhyper import compose  # the library's one message, with advice that works (not "combine='text'")
+
+        message = compose.full_mode_refusal(compose.entries([A], [0.5])).replace("weights:", "description_weights:", 1)
+        assert exc.value.body["message"] == message and "drop the weights" in message
         joined = ask(client, P[0], [A, B], combine="text")
         assert joined == ask(client, P[0], f"{A} {B}")
         assert joined != ask(client, P[0], [B, A], combine="text") or joined != ask(client, P[0], A)

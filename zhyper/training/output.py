@@ -72,10 +72,34 @@ def check_output_dir(out_dir: Path, overwrite: bool = False) -> None:
 
 
 def mark_output_dir(out_dir: Path) -> None:
-    """Record (once) that ``out_dir`` belongs to zhyper training runs."""
+    """Record (once) that ``out_dir`` belongs to zhyper training runs, with the run id its checkpoints carry
+    (``run_id``; a marker written before run ids existed gets one)."""
+    import uuid
+
     from zhyper.io import atomic_write
 
-    if not (out_dir / MARKER).exists():
-        atomic_write(out_dir / MARKER, json.dumps({"written_by": "zhyper launch/train.py",
-                                                   "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                   "argv": sys.argv}, indent=1) + "\n")
+    marker = out_dir / MARKER
+    if not marker.exists():
+        atomic_write(marker, json.dumps({"written_by": "zhyper launch/train.py",
+                                         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv,
+                                         "run_id": uuid.uuid4().hex}, indent=1) + "\n")
+    elif run_id(out_dir) is None:
+        record = _marker(out_dir)
+        if record is not None:
+            atomic_write(marker, json.dumps({**record, "run_id": uuid.uuid4().hex}, indent=1) + "\n")
+
+
+def _marker(out_dir: Path) -> dict | None:
+    try:
+        record = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def run_id(out_dir: Path) -> str | None:
+    """The id of the run that owns ``out_dir`` (one per folder: a resumed run keeps it), or None when its
+    marker records none. Every checkpoint records it, so one copied in from another run is recognised."""
+    record = _marker(Path(out_dir))
+    value = record.get("run_id") if record is not None else None
+    return value if isinstance(value, str) and value else None

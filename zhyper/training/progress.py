@@ -70,8 +70,11 @@ class Progress:
 
     def client_state(self, sampler) -> dict:
         """What a checkpoint stores beside the engine state to resume exactly."""
+        from zhyper.training.resume import run_record
+
         return {"step": len(self.losses), "sampler": sampler.state_dict(), "mlflow_run_id": self.tracker.run_id,
-                "losses": list(self.losses), "train_time_s": self._elapsed(), "tokens": self._tokens}
+                "losses": list(self.losses), "train_time_s": self._elapsed(), "tokens": self._tokens,
+                "run": run_record(self.cfg, self.session.out_dir)}  # what check_resumable compares
 
     def _write_losses(self, extra: dict | None = None) -> None:
         if self.session.master:

@@ -14,6 +14,7 @@ tensors and plain containers, only the few DeepSpeed classes its checkpoints hol
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -138,29 +139,121 @@ def _check_finite(engine, step: int) -> None:
 
 
 def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, rank: int) -> Path:
-    """Save checkpoint ``step<step>``; once every rank is done, write its manifest and point ``latest`` at it."""
+    """Save checkpoint ``step<step>``; once every rank is done, write its manifest and point ``latest`` at it.
+
+    A write that fails for want of space (``disk_full``) removes the step folder this save created (never
+    one that was there before) and raises OSError(ENOSPC) saying "disk full" with the folder; ``latest``
+    still names the previous complete checkpoint."""
+    ckpt_dir = Path(ckpt_dir)
+    folder = ckpt_dir / f"step{step}"
+    _check_finite(engine, step)
+    existed = folder.exists()
+    try:
+        _write(engine, ckpt_dir, folder, client_state, rank)
+    except (OSError, RuntimeError) as err:
+        free = disk_full(err, folder, engine)
+        if free is None:
+            raise
+        if not existed:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # this save's own partial folder
+        raise OSError(errno.ENOSPC, f"disk full: checkpoint {folder} could not be written ({free:,} bytes free "
+                      f"on its disk); {'the incomplete folder was removed; ' if not existed else ''}`latest` "
+                      f"still names {latest_tag(ckpt_dir) or 'no checkpoint'}. Free space (or choose an "
+                      "output_dir on a larger disk) and continue with --resume") from err
+    log.info("saved DeepSpeed checkpoint %s", folder)
+    return folder
+
+
+def _write(engine, ckpt_dir: Path, folder: Path, client_state: dict, rank: int) -> None:
     import torch.distributed as dist
     from safetensors.torch import save_file
 
-    _check_finite(engine, step)
-    ckpt_dir = Path(ckpt_dir)
-    tag = f"step{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False,
+    engine.save_checkpoint(str(ckpt_dir), tag=folder.name, client_state=client_state, save_latest=False,
                            exclude_frozen_parameters=True)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    save_file(rng, str(ckpt_dir / tag / f"rng_rank{rank}.safetensors"))
+    save_file(rng, str(folder / f"rng_rank{rank}.safetensors"))
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
-        atomic_write(ckpt_dir / tag / STATE, json.dumps(client_state, indent=1))
-        write_manifest(ckpt_dir / tag)  # only now is the checkpoint complete ...
-        atomic_write(ckpt_dir / LATEST, tag)  # ... and only then does resume look at it
+        atomic_write(folder / STATE, json.dumps(client_state, indent=1))
+        write_manifest(folder)  # only now is the checkpoint complete ...
+        atomic_write(ckpt_dir / LATEST, folder.name)  # ... and only then does resume look at it
     if dist.is_initialized():
         dist.barrier()
-    log.info("saved DeepSpeed checkpoint %s", ckpt_dir / tag)
-    return ckpt_dir / tag
+
+
+def disk_full(err: BaseException, folder: Path, engine=None) -> int | None:
+    """The free bytes on ``folder``'s disk when ``err`` (raised while writing it) is a full disk, else None.
+
+    An OSError carries ENOSPC / EDQUOT; torch's zip writer drops the errno ("unexpected pos", "file write
+    failed"), so a failure while writing counts as a full disk when the space left is less than this
+    rank's trained parameters take in float32 (the least a checkpoint of them writes)."""
+    seen, cause = set(), err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _free_bytes(folder)
+        cause = cause.__cause__ or cause.__context__
+    free = _free_bytes(folder)
+    if free is None or engine is None:
+        return None
+    local = [getattr(p, "ds_tensor", p) for p in engine.module.parameters() if p.requires_grad]
+    return free if free < 4 * sum(t.numel() for t in local) else None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    import shutil
+
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return shutil.disk_usage(path).free
+    return None
+
+
+# run-config sections a resumed run must keep: they define the model whose state the checkpoint holds
+MODEL_SECTIONS = ("method", "base_model", "base_revision", "tiny", "model")
+
+
+def run_record(cfg, out_dir: str | Path) -> dict:
+    """What every checkpoint records of the run that wrote it (``client_state["run"]``): the id of the run
+    owning ``out_dir`` (``output.run_id``) and the model's settings, flattened (``model.rank`` -> "8")."""
+    from zhyper.training.config import flatten
+    from zhyper.training.output import run_id
+
+    settings = cfg.to_dict()
+    return {"run_id": run_id(Path(out_dir)), "settings": flatten({k: settings[k] for k in MODEL_SECTIONS})}
+
+
+def check_resumable(ckpt_dir: str | Path, tag: str, cfg, out_dir: str | Path) -> None:
+    """Before anything loads: refuse (CheckpointError) checkpoint ``tag`` when another run wrote it (a step
+    folder copied in: its MLflow run, losses and sampler belong to that run) or when a model setting
+    differs from the one it was trained with, naming each key. Checkpoints without a record (written
+    before they had one) and unreadable states (``choose`` names those) pass."""
+    try:
+        recorded = json.loads((Path(ckpt_dir) / tag / STATE).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict):
+        return
+    now = run_record(cfg, out_dir)
+    if recorded.get("run_id") and now["run_id"] and recorded["run_id"] != now["run_id"]:
+        raise CheckpointError(f"--resume: checkpoint {Path(ckpt_dir) / tag} was written by another run (run id "
+                              f"{recorded['run_id']}; {out_dir} belongs to run {now['run_id']}): a step folder copied "
+                              "from another run cannot be continued here, its MLflow run, losses and data order "
+                              "belong to that run. Resume it in its own output_dir, or remove the copied "
+                              f"checkpoint from {ckpt_dir}")
+    then = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
+    changed = [k for k in sorted(set(then) & set(now["settings"])) if then[k] != now["settings"][k]]
+    if changed:
+        was, now_ = (", ".join(f"{k}={values[k]}" for k in changed) for values in (then, now["settings"]))
+        raise CheckpointError(f"--resume: checkpoint {tag} was trained with {was}, but this run's config has "
+                              f"{now_}; a resumed run keeps the model's settings: pass "
+                              f"{' '.join(f'{k}={then[k]}' for k in changed)} (or train the new settings in another "
+                              "output_dir)")
 
 
 def choose(ckpt_dir: str | Path, tag: str | None = None) -> str:

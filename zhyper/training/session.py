@@ -264,7 +264,7 @@ def start(cfg, resume: str | None, local_rank: int, overwrite: bool = False) -> 
     import torch.distributed as dist
 
     from zhyper.training.output import check_output_dir, mark_output_dir
-    from zhyper.training.resume import latest_tag, verify
+    from zhyper.training.resume import check_resumable, latest_tag, verify
 
     from zhyper.base_model import needs_conversion, tokenizer_source
 
@@ -296,4 +296,6 @@ def start(cfg, resume: str | None, local_rank: int, overwrite: bool = False) -> 
             raise SystemExit(f"{out_dir} is a finished run ({tag} of train.max_steps={cfg.train.max_steps}, final/ "
                              "written): nothing to resume. Raise train.max_steps to train on from it, or choose "
                              "another output_dir")
+        if tag:  # another run's step folder, or changed model settings: refused before anything loads
+            check_resumable(session.ckpt_dir, tag, cfg, out_dir)
     return session
