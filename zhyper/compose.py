@@ -152,6 +152,8 @@ def check_output(model, modulation, items: Sequence[Entry]) -> None:
     the logits go flat and the answer comes out empty; a weight of 1e20 on a sane checkpoint does it)."""
     n = len(items)
     device = next(iter(model.base.parameters())).device
+    if device.type == "meta":  # a weightless base (the copy a training run saves from): nothing to run the probe on
+        return
     tokenizer = model.tokenizer
     ids = (tokenizer(PROBE, return_tensors="pt", add_special_tokens=False)["input_ids"] if tokenizer is not None
            else torch.arange(1, 5)[None])
