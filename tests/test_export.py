@@ -275,3 +275,17 @@ def test_exports_of_two_formats_in_one_folder_never_contradict_each_other(tmp_pa
                      "--format", "zhyper"]) == 0
     assert (alone / "description.txt").read_text() == UPPER + "\n"
     assert json.loads((alone / "zhyper_export.json").read_text())["description"] == UPPER
+
+
+def test_a_single_number_as_weights_exports_as_the_one_element_list(tmp_path):
+    """export_peft's docstring allows one number as the weight of one description: it records [w] (was a TypeError)."""
+    from safetensors.torch import load_file
+
+    model = perturb(ZhyperModel.from_base(tiny_llama(), small_config())).eval()
+    scalar = model.export_peft(GERMAN, tmp_path / "scalar", weights=0.5)
+    listed = model.export_peft(GERMAN, tmp_path / "listed", weights=[0.5])
+    full = model.export_peft(GERMAN, tmp_path / "full", weights=1.0)
+    a, b, c = (load_file(str(f / "adapter_model.safetensors")) for f in (scalar, listed, full))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert any((a[k] - c[k]).abs().max() > 1e-6 for k in a)  # the twin: another weight, another adapter

@@ -193,7 +193,8 @@ def source_digest(model) -> str:
 
 def export_identity(model, description, weights=None, combine: str = "modulation") -> dict:
     """What an export is of: the description entry, its weights and combine, the trained tensors' digest, the base."""
-    return {"description": description, "weights": None if weights is None else [float(w) for w in weights],
+    listed = None if weights is None else [weights] if isinstance(weights, (int, float)) else weights
+    return {"description": description, "weights": None if listed is None else [float(w) for w in listed],
             "combine": combine, "source": source_digest(model), "mode": model.config.mode,
             "base_model": model.base_model_id, "base_revision": model.base_revision}
 
