@@ -31,20 +31,23 @@ def _modulate(h: torch.Tensor, zs: torch.Tensor, square: bool) -> torch.Tensor:
         if zs.dim() == 2:
             return h @ zs.t()
         return torch.bmm(h.reshape(zs.shape[0], -1, r), zs.transpose(1, 2)).reshape(-1, r)
-    if zs.dim() == 1:
+    if zs.dim() == 1 or zs.shape[0] == h.shape[0]:  # shared, or one token per sample (a decode step)
         return h * zs
     return (h.reshape(zs.shape[0], -1, r) * zs.unsqueeze(1)).reshape(-1, r)
 
 
 def _forward(y, x, lora_a, lora_b, z, scaling: float, square: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y + s·B·mod(z)·A·x in y's shape and dtype, h = x·Aᵀ (N, r)): the forward's arithmetic, with or without autograd."""
+    """(y + s·B·mod(z)·A·x in y's shape and dtype, h = x·Aᵀ (N, r)): the forward's arithmetic, with or without
+    autograd. Casts that would not change a dtype are skipped (a call at one decode row is mostly dispatch)."""
     adt = lora_a.dtype
     x2 = x.reshape(-1, x.shape[-1])  # (N, in), x's dtype
     zs = z * scaling  # the scale folded into the r (or r·r) modulation values
-    h = (lora_a @ x2.to(adt).t()).t()  # (N, r), stored transposed: the fast GEMM orientation
+    x2 = x2 if x2.dtype == adt else x2.to(adt)
+    h = (lora_a @ x2.t()).t()  # (N, r), stored transposed: the fast GEMM orientation
     hz = _modulate(h, zs, square)  # (N, r)
     y2 = y.reshape(-1, y.shape[-1])  # (N, out)
-    out = torch.addmm(y2.to(adt), hz, lora_b.t()).to(y.dtype)  # one rounding to y's dtype, as PEFT
+    out = torch.addmm(y2 if y2.dtype == adt else y2.to(adt), hz, lora_b.t())
+    out = out if out.dtype == y.dtype else out.to(y.dtype)  # one rounding to y's dtype, as PEFT
     return out.view(y.shape), h
 
 

@@ -206,7 +206,7 @@ class ZLinear(nn.Module):
                 "(zhyper.layers.checkpointing), not with the base model's own switch")
         z = self._check_modulation(modulation, x)  # (r,) | (r, r) | (n,), or with a leading batch dim
         y = F.linear(x, self.weight, self.bias)  # (..., out), base path in x's dtype
-        xd = self.dropout(x)  # the adapter path only
+        xd = self.dropout(x) if self.training else x  # the adapter path only (dropout is the identity in eval)
         if self.mode == "full":
             a_c, b_c = split_full(z, self.rank, self.in_features, self.out_features)  # (b, r, in), (b, out, r)
             delta = _per_sample(xd.to(self.adapter_dtype), a_c, b_c) * self.scaling  # (..., out)
