@@ -5,7 +5,9 @@ layer for diag). So requests with different descriptions run as rows of one forw
 with its own modulation, at the base model's cost.
 
 - ``engine.Engine``: the batching engine (a thread with a hand-written decode loop over the HF
-  model's KV cache; requests join the running batch between steps and leave it when they finish);
+  model's KV cache; requests join the running batch between steps and leave it when they finish),
+  with its parts ``requests`` (Request, SamplingParams, Event), ``rows`` (one row's answer text),
+  ``kv`` (the running batch's tensors, a KV cache written in place) and ``sampling`` (the next token);
 - ``cache.ModulationCache``: LRU from description text to modulation (the encoder and the
   hypernetwork run once per distinct description);
 - ``contexts``: the named contexts a checkpoint answers to as ``model: "zhyper:<name>"``;
