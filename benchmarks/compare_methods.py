@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--timeout-h", type=float, default=4.0,
+                        help="hours one run may take before it is stopped (default 4: a run on a busy machine took over 1)")
     parser.add_argument("--no-base-prompt", action="store_true",
                         help="do not ask the base model with the description in its prompt (a sweep run method by "
                              "method asks it once, in its first run)")
@@ -97,7 +99,8 @@ def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, se
         print("   not run: left out", flush=True)
         return
     try:
-        result = run_variant(f"{slug}.seed{seed}", flags, out, config=args.config, force=args.force)
+        result = run_variant(f"{slug}.seed{seed}", flags, out, config=args.config, force=args.force,
+                             timeout=args.timeout_h * 3600)
     except RuntimeError as err:  # one failed run leaves its row out (the log says why); the sweep goes on
         print(f"   failed: {err}", flush=True)
         return
