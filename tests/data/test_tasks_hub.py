@@ -290,12 +290,12 @@ def test_launch_configs_offline_say_the_rows_are_on_the_hub(shared_data, config,
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(repo)
-    with pytest.raises(SystemExit) as err:
-        main(["plan", "--config", f"launch/configs/{config}", "--ds_config", "launch/configs/zero2.json",
-              f"data.path={shared_data / 'tasks'}"])
-    line = str(err.value.code)
-    assert line.startswith(f"zhyper plan: launch/configs/{config}: task 'lol_742': its rows are on the Hugging Face "
-                           "hub, dataset 'Lots-of-LoRAs/task742_lhoestq_answer_generation_frequency'")
+    code = main(["plan", "--config", f"launch/configs/{config}", "--ds_config", "launch/configs/zero2.json",
+                 f"data.path={shared_data / 'tasks'}"])
+    line = capsys.readouterr().err.strip()
+    assert code == 2  # a user error: one line and exit 2, as every zhyper command
+    assert line.startswith(f"zhyper plan: error: launch/configs/{config}: task 'lol_742': its rows are on the Hugging "
+                           "Face hub, dataset 'Lots-of-LoRAs/task742_lhoestq_answer_generation_frequency'")
     assert "HF_HUB_OFFLINE=1" in line and "data.datasets_dir=DIR" in line and "\n" not in line
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
