@@ -150,8 +150,8 @@ def test_user_error_from_the_console_script_is_one_line(tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        f"zhyper chat: error: {tmp_path / 'nope' / 'zhyper_config.json'} not found: {tmp_path / 'nope'} is not a "
-        "zhyper checkpoint folder  (-v shows the traceback)"]
+        f"zhyper chat: error: {tmp_path / 'nope'} not found: no such checkpoint folder (and not a hub id 'org/name')"
+        "  (-v shows the traceback)"]
 
 
 @pytest.mark.parametrize("fmt", ["peft", "zhyper"])
