@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.serving.conftest import CONTEXT_LENGTH, make_checkpoint
+from tests.test_cli import _user_error
 from zhyper.cli import main
 
 DESC = "Answer in all capital letters."
@@ -25,16 +26,6 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("cli_errors_full"), mode="full")
-
-
-def _user_error(argv, capsys) -> str:
-    """``zhyper <argv>``: exit status 2 and exactly one ``zhyper <cmd>: error: ...`` line, no traceback."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith(f"zhyper {argv[0]}: error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def _usage_error(argv, capsys) -> str:
