@@ -108,6 +108,31 @@ def test_library_call_mixes_base_and_described_rows(chat_model):
         engine.stop()
 
 
+def test_the_last_finish_event_comes_after_the_model_is_released(chat_model):
+    """A caller woken by the last answer may use the model at once: the engine's held modulation is gone
+    (the layers are as before) when the finish event is sent, and installed while text streams (the twin)."""
+    from zhyper.layers.zlinear import ZLinear
+
+    layers = [m for m in chat_model.modules() if isinstance(m, ZLinear)]
+    seen, done = {}, threading.Event()
+
+    def sink(ev: Event):
+        seen[ev.kind] = [m._modulation is None for m in layers]  # at the last event of each kind
+        if ev.kind == "finish":
+            done.set()
+
+    engine = Engine(chat_model, max_batch=2).start()
+    try:
+        ids = engine.encode_chat([{"role": "user", "content": "Count to ten, please."}])
+        engine.submit(Request(ids, DESCRIPTIONS[1], SamplingParams(max_tokens=6, temperature=0.0,
+                                                                   ignore_eos=True), sink))
+        assert done.wait(120)
+    finally:
+        engine.stop()
+    assert all(seen["finish"])
+    assert not any(seen["text"])
+
+
 def test_modulation_cache_is_an_lru_that_skips_the_hypernetwork(chat_model):
     calls = []
     hook = chat_model.hypernet.register_forward_hook(lambda *a: calls.append(1))

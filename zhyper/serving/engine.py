@@ -290,6 +290,8 @@ class Engine:
                 except Exception as exc:  # a failed forward must not take the server down
                     self._fail_all(exc, new)
             with self._cond:
+                for row in self._batch.rows:
+                    row.send_final()
                 leftover = [r.request for r in self._batch.rows if not r.finished] + list(self._pending)
                 self._pending.clear()
             for request in leftover:
@@ -299,8 +301,11 @@ class Engine:
     def _fail_all(self, exc: Exception, new: list[Request]) -> None:
         """A failed forward: every request it ran (the running rows and those being admitted) fails."""
         logger.exception("engine step failed; failing %d running requests", len(self._batch))
-        failed = {id(r.request): r.request for r in self._batch.rows}
-        failed.update({id(r): r for r in new})
+        for row in self._batch.rows:  # those that ended before the failure get their answer
+            row.send_final()
+        ended = {id(r.request) for r in self._batch.rows if r.finished}
+        failed = {id(r.request): r.request for r in self._batch.rows if not r.finished}
+        failed.update({id(r): r for r in new if id(r) not in ended})
         for request in failed.values():
             self.stats["failed"] += 1
             send(request, Event("error", message=f"generation failed: {type(exc).__name__}: {exc}",
@@ -419,9 +424,14 @@ class Engine:
             row.accept(token, self.eos_ids, self.max_context)
 
     def _drop_finished(self) -> None:
+        """Rows that ended leave the batch; an empty batch restores the layers' modulation before the
+        finish events go out (a caller woken by one may use the model straight away)."""
+        done = [row for row in self._batch.rows if row.final is not None]
         self._batch.keep_live()
         if not self._batch.rows:
             self._release()
+        for row in done:
+            row.send_final()
 
 
 def _combined(request: Request, rows: list):

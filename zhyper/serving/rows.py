@@ -55,6 +55,7 @@ class Row:
         self.n_generated = 0
         self.emitted = 0  # characters of detok.text already sent
         self.finished = False
+        self.final: Event | None = None  # the finish event, sent by the engine once the row left the batch
         self.generator = None
         if not self.params.greedy and self.params.seed is not None:
             import torch
@@ -96,7 +97,8 @@ class Row:
         return False
 
     def finish(self, reason: str, text: str | None = None) -> bool:
-        """Send what is left of the answer and the finish event (reason, whole text, usage); returns True."""
+        """Send what is left of the answer and keep the finish event (reason, whole text, usage) in ``final``
+        for ``send_final``; returns True."""
         if text is None:
             text = self.detok.full()  # exactly tokenizer.decode of the answer (what HF generate users get)
         sent = self.detok.text[:self.emitted]
@@ -107,8 +109,16 @@ class Row:
         n_prompt = len(self.request.prompt_ids)
         usage = {"prompt_tokens": n_prompt, "completion_tokens": self.n_generated,
                  "total_tokens": n_prompt + self.n_generated}
-        send(self.request, Event("finish", text=text, finish_reason=reason, usage=usage))
+        self.final = Event("finish", text=text, finish_reason=reason, usage=usage)
         return True
+
+    def send_final(self) -> None:
+        """Send the finish event kept by ``finish`` (once). The engine calls it after the row left the batch
+        and, when the batch is empty, after the layers' modulation is restored: a caller woken by the
+        event may use the model at once."""
+        final, self.final = self.final, None
+        if final is not None:
+            send(self.request, final)
 
 
 def stop_holdback(text: str, stops: Sequence[str]) -> int:
