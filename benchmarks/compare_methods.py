@@ -47,6 +47,10 @@ METHODS["Zhyper diag, A/B frozen from the prompted LoRA"] = [
 METHODS["Zhyper diag, no position embeddings"] = ["model.position_embeddings=false"]
 # deliberately collapsed (the diagnostics' negative control): z pinned to 1, every context alike; no answers asked
 METHODS["Zhyper diag, collapsed on purpose"] = ["train.modulation_l2=1000", "eval.generate=false"]
+# deliberately context-ignorant (the other negative control): noise 20x the embedding's norm drowns the
+# description in training, so z can only learn its layer and type; no contrastive term or null context to undo it
+METHODS["Zhyper diag, context-ignorant on purpose"] = ["train.embedding_noise=1.0", "train.contrast_weight=0",
+                                                      "data.null_context=false", "eval.generate=false"]
 ABLATIONS = [m for m in METHODS if "rank " in m or m.startswith("Zhyper diag, ") and "pair" not in m]
 BASE = "Base model, description in prompt"
 
