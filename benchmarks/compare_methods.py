@@ -82,9 +82,13 @@ def main() -> None:
                              "method asks it once, in its first run)")
     parser.add_argument("--tabulate", action="store_true",
                         help="run nothing: write the table from the finished runs (a method/seed not run is left out)")
+    parser.add_argument("--earlier", default=None,
+                        help="with --tabulate: a table's JSON written earlier (e.g. docs/results_ifeval.json) whose "
+                             "rows fill in a method/seed not run in --out (same recipe and budget; marked in the table)")
     args = parser.parse_args()
     out = (REPO / args.out).resolve()
     rows: dict[str, list[dict]] = {}
+    args.earlier_rows = json.loads((REPO / args.earlier).read_text()) if args.earlier else {}
     for seed in args.seeds:  # seed-major: one seed of every method is finished before the next seed starts
         for m, name in enumerate(args.methods):
             _run_one(args, out, rows, m, name, seed)
@@ -100,7 +104,13 @@ def _run_one(args, out: Path, rows: dict[str, list[dict]], m: int, name: str, se
              f"eval.base_prompt={'true' if m == 0 and not args.no_base_prompt else 'false'}"]
     print(f"== {name}, seed {seed}: {' '.join(flags)}", flush=True)
     if args.tabulate and not (out / f"{slug}.seed{seed}" / "eval.json").is_file():
-        print("   not run: left out", flush=True)
+        earlier = [r for r in args.earlier_rows.get(name, []) if r.get("seed") == seed]
+        print(f"   not run: {'from ' + args.earlier if earlier else 'left out'}", flush=True)
+        if earlier:
+            rows.setdefault(name, []).extend({**r, "earlier": True} for r in earlier)
+        if m == 0 and earlier:
+            rows.setdefault(BASE, []).extend({**r, "earlier": True} for r in args.earlier_rows.get(BASE, [])
+                                             if r.get("seed") == seed)
         return
     try:
         result = run_variant(f"{slug}.seed{seed}", flags, out, config=args.config, force=args.force,
@@ -130,7 +140,7 @@ COLUMNS = [("seed", "seeds", 0), ("n_trainable", "trainable params", 0), ("step_
            ("seen_gap", "seen gap", 3), ("unseen_gap", "unseen gap", 3),
            ("heldout_unseen", "unseen compliance", 2), ("retention_mean", "content retention (mean)", 2),
            ("retention_worst", "content retention (worst context)", 2),
-           ("spread", "z spread (collapse)", 3), ("description_share", "description share (ignorance)", 3),
+           ("spread", "z spread (collapse)", 4), ("description_share", "description share (ignorance)", 3),
            ("train_min", "training min", 1)]
 
 
@@ -156,8 +166,8 @@ def _table(rows: dict[str, list[dict]]) -> tuple[list[str], dict]:
 
 def _cell(runs: list[dict], key: str, digits: int) -> str:
     m, spread = _mean([r.get(key) for r in runs])
-    if key == "seed":
-        return ",".join(str(r["seed"]) for r in runs)
+    if key == "seed":  # * marks a seed whose row comes from --earlier
+        return ",".join(f"{r['seed']}{'*' if r.get('earlier') else ''}" for r in runs)
     if m is None:
         return "-"
     if key == "n_trainable":
@@ -201,6 +211,9 @@ def _section_text(rows: dict[str, list[dict]], lines: list[str], png: Path, args
             "content retention is the fraction of factual answers keeping their fact under each trained "
             "context, relative to adapters off.\n\n" + "\n".join(lines)
             + (f"\n\nNot run for this table: {', '.join(missing)}." if missing else "")
+            + (f"\n\nA seed marked * is a row of `{args.earlier}` (the same recipe and budget, run earlier; its "
+               "checkpoint was not kept, so it has no diagnostics)." if any(r.get("earlier") for v in rows.values()
+                                                                          for r in v) else "")
             + f"\n\n![compliance]({png.name})\n\nOverrides per method:\n\n"
             + "\n".join(f"- {n}: `{' '.join(METHODS[n]) or '(the recipe as is)'}`" for n in rows if n in METHODS)
             + f"\n- {BASE}: the adapters-off answers of the first method's runs, description in the prompt.\n")

@@ -68,3 +68,23 @@ def test_pareto_frontier_keeps_only_undominated_methods():
     found, left = pareto.points(rows)
     assert [p[0] for p in found] == ["x"] and found[0][3] == pytest.approx(0.1)
     assert set(left) == {"Base model, description in prompt", "y"}
+
+
+def test_tabulate_fills_a_missing_seed_from_an_earlier_table_and_marks_it(tmp_path):
+    from types import SimpleNamespace
+
+    cm = load("compare_methods")
+    earlier = {"Zhyper square": [{"seed": 1, "heldout_seen": 0.5, "n_trainable": 10}],
+               cm.BASE: [{"seed": 1, "heldout_seen": 0.3}]}
+    args = SimpleNamespace(tabulate=True, common=[], no_base_prompt=True, earlier="old.json", earlier_rows=earlier)
+    rows: dict = {}
+    for m, name in enumerate(["Zhyper square", "Zhyper diag"]):
+        for seed in (0, 1):
+            cm._run_one(args, tmp_path, rows, m, name, seed)
+    assert rows == {"Zhyper square": [{"seed": 1, "heldout_seen": 0.5, "n_trainable": 10, "earlier": True}],
+                    cm.BASE: [{"seed": 1, "heldout_seen": 0.3, "earlier": True}]}
+    assert cm._cell(rows["Zhyper square"], "seed", 0) == "1*"
+    # the twin: without an earlier table the same sweep has no rows at all
+    args.earlier_rows, rows = {}, {}
+    cm._run_one(args, tmp_path, rows, 0, "Zhyper square", 1)
+    assert rows == {}
