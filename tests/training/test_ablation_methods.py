@@ -88,3 +88,11 @@ def test_tabulate_fills_a_missing_seed_from_an_earlier_table_and_marks_it(tmp_pa
     args.earlier_rows, rows = {}, {}
     cm._run_one(args, tmp_path, rows, 0, "Zhyper square", 1)
     assert rows == {}
+
+
+def test_every_method_has_its_own_plain_run_folder_name():
+    cm = load("compare_methods")
+    names = [cm.run_name(m) for m in cm.METHODS]
+    assert all(n and Path(n).name == n and "/" not in n for n in names), names  # "A/B" made a nested path
+    assert len(set(names)) == len(names)
+    assert cm.run_name("Zhyper diag, A/B frozen") != cm.run_name("Zhyper diag, AB frozen x")  # the twin
