@@ -290,27 +290,29 @@ class Engine:
                 except Exception as exc:  # a failed forward must not take the server down
                     self._fail_all(exc, new)
             with self._cond:
-                for row in self._batch.rows:
-                    row.send_final()
-                leftover = [r.request for r in self._batch.rows if not r.finished] + list(self._pending)
+                rows = self._batch.rows
+                leftover = [r.request for r in rows if not r.finished] + list(self._pending)
                 self._pending.clear()
+            self._reset_batch()  # the model released before any event goes out (as in _drop_finished)
+            for row in rows:
+                row.send_final()
             for request in leftover:
                 send(request, Event("error", message="the server is shutting down", code="shutting_down", status=503))
-            self._reset_batch()
 
     def _fail_all(self, exc: Exception, new: list[Request]) -> None:
         """A failed forward: every request it ran (the running rows and those being admitted) fails."""
         logger.exception("engine step failed; failing %d running requests", len(self._batch))
-        for row in self._batch.rows:  # those that ended before the failure get their answer
+        rows = self._batch.rows
+        self._reset_batch()  # the model released before any event goes out (as in _drop_finished)
+        for row in rows:  # those that ended before the failure get their answer
             row.send_final()
-        ended = {id(r.request) for r in self._batch.rows if r.finished}
-        failed = {id(r.request): r.request for r in self._batch.rows if not r.finished}
+        ended = {id(r.request) for r in rows if r.finished}
+        failed = {id(r.request): r.request for r in rows if not r.finished}
         failed.update({id(r): r for r in new if id(r) not in ended})
         for request in failed.values():
             self.stats["failed"] += 1
             send(request, Event("error", message=f"generation failed: {type(exc).__name__}: {exc}",
                                 code="generation_failed"))
-        self._reset_batch()
 
     def _forward(self, ids, mask, pos, cache, last_only: bool):
         """The last position's logits (b, V) of one forward, with whatever modulation is installed."""
