@@ -47,6 +47,41 @@ def frontier(pts: list[tuple[str, float, float, float]]) -> list[tuple[str, floa
     return out
 
 
+# each family: (marker, colour); its rank points are joined by a thin line, so a mode's rank trend reads at a glance
+FAMILIES = {"diag": ("o", "tab:blue"), "square": ("s", "tab:green"), "full": ("^", "tab:red"),
+            "LoRA": ("D", "tab:orange")}
+
+
+def family(name: str) -> tuple[str, bool]:
+    """(mode family of a method row, whether it is an ablation rather than a rank point of that family)."""
+    head = name.split(",", 1)[0]
+    kind = "LoRA" if head.startswith("LoRA") else next((f for f in ("square", "full") if f in head), "diag")
+    rest = name.split(",", 1)[1].strip() if "," in name else ""
+    if kind == "LoRA":
+        rest = rest.replace("description in prompt", "").strip(" ,")
+    return kind, bool(rest) and not rest.startswith("rank ")
+
+
+def label(name: str) -> str:
+    return name.replace("Zhyper ", "").replace("description in prompt", "prompted").replace(" (T2L-style)", "")
+
+
+def _draw_points(ax, pts) -> None:
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for name, x, y, e in pts:
+        kind, ablation = family(name)
+        marker, colour = FAMILIES[kind]
+        ax.errorbar([x], [y], yerr=[e], fmt=marker, color=colour, capsize=3,
+                    mfc="white" if ablation else colour, ms=6)
+        ax.annotate(label(name), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        if not ablation:
+            lines.setdefault(kind, []).append((x, y))
+    for kind, xy in lines.items():
+        if len(xy) > 1:
+            xy.sort()
+            ax.plot([p[0] for p in xy], [p[1] for p in xy], "-", lw=0.8, alpha=0.5, color=FAMILIES[kind][1])
+
+
 def plot(pts, front, left: list[str], path: Path, reference: float | None = None) -> None:
     import matplotlib
 
@@ -55,19 +90,16 @@ def plot(pts, front, left: list[str], path: Path, reference: float | None = None
 
     from zhyper.io import atomic_write
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, x, y, e in pts:
-        colour = "tab:blue" if name.startswith("Zhyper") else "tab:orange"
-        ax.errorbar([x], [y], yerr=[e], fmt="o", color=colour, capsize=3)
-        ax.annotate(name.replace("Zhyper ", "").replace("description in prompt", "prompted"), (x, y), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    _draw_points(ax, pts)
     ax.plot([p[1] for p in front], [p[2] for p in front], "--", color="grey", label="non-dominated")
     if reference is not None:
         ax.axhline(reference, ls=":", color="black", label="base model, description in prompt (no training)")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("description-only compliance, trained types")
-    ax.set_title("Zhyper (blue) and multi-task LoRA (orange): ± 2 s.e.", fontsize=9)
+    ax.set_title("Zhyper diag (circles), square (squares), full (triangles); prompted multi-task LoRA (diamonds); "
+                 "ranks of one mode joined; hollow: ablation; ± 2 s.e.", fontsize=7)
     if left:
         fig.text(0.01, 0.01, "not plotted (no parameters or no answers): " + ", ".join(left), fontsize=6)
     ax.legend(fontsize=7)

@@ -70,6 +70,17 @@ def test_pareto_frontier_keeps_only_undominated_methods():
     assert set(left) == {"Base model, description in prompt", "y"}
 
 
+def test_every_method_row_falls_in_its_mode_family_and_only_ablations_are_hollow():
+    pareto, methods = load("plot_pareto"), load("compare_methods").METHODS
+    assert pareto.family("Zhyper square, rank 16") == ("square", False)
+    assert pareto.family("LoRA, description in prompt, rank 4") == ("LoRA", False)
+    assert pareto.family("Zhyper full (T2L-style)") == ("full", False)
+    assert pareto.family("Zhyper diag") == ("diag", False)
+    assert pareto.family("Zhyper diag, no position embeddings") == ("diag", True)  # the twin: an ablation
+    assert pareto.family("Zhyper diag, A/B frozen from the prompted LoRA") == ("diag", True)  # not the LoRA family
+    assert all(pareto.family(m)[0] in pareto.FAMILIES for m in methods)
+
+
 def test_tabulate_fills_a_missing_seed_from_an_earlier_table_and_marks_it(tmp_path):
     from types import SimpleNamespace
 
