@@ -98,8 +98,8 @@ def plot(pts, front, left: list[str], path: Path, reference: float | None = None
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("description-only compliance, trained types")
-    ax.set_title("Zhyper diag (circles), square (squares), full (triangles); prompted multi-task LoRA (diamonds); "
-                 "ranks of one mode joined; hollow: ablation; ± 2 s.e.", fontsize=7)
+    ax.set_title("Zhyper diag (circles), square (squares), full (triangles); prompted multi-task LoRA (diamonds)\n"
+                 "ranks of one mode joined (unnamed rank: the recipe's); hollow: ablation; ± 2 s.e.", fontsize=7)
     if left:
         fig.text(0.01, 0.01, "not plotted (no parameters or no answers): " + ", ".join(left), fontsize=6)
     ax.legend(fontsize=7)
