@@ -18,6 +18,7 @@ one ratio ``plain seconds / engine seconds`` (= engine tokens/s over plain token
 faster); the table gives the median, the range of the ratios and the load average before and after. Only
 the ratios mean something: absolute times move with the machine. Target: >= 0.98x in every case.
 ``--cpu-time`` times the process's CPU seconds instead of wall seconds (for a machine other jobs share).
+``--out DIR`` also writes engine.md and engine.json (with each repetition's seconds on both sides, in order).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def measure(model, base, n: int, tokens: int, reps: int, clock=time.perf_counter
             "low": min(ratios), "high": max(ratios),
             "engine_tok_s": work / statistics.median(times["engine"]),
             "plain_tok_s": work / statistics.median(times["plain"]),
-            "load": (load0, os.getloadavg()[0])}
+            "load": (load0, os.getloadavg()[0]),
+            "engine_s": times["engine"], "plain_s": times["plain"]}  # each repetition's seconds, in order
 
 
 def row_line(r: dict) -> str:
