@@ -54,11 +54,9 @@ FAMILIES = {"diag": ("o", "tab:blue"), "square": ("s", "tab:green"), "full": ("^
 
 def family(name: str) -> tuple[str, bool]:
     """(mode family of a method row, whether it is an ablation rather than a rank point of that family)."""
-    head = name.split(",", 1)[0]
+    head, _, rest = name.partition(",")
     kind = "LoRA" if head.startswith("LoRA") else next((f for f in ("square", "full") if f in head), "diag")
-    rest = name.split(",", 1)[1].strip() if "," in name else ""
-    if kind == "LoRA":
-        rest = rest.replace("description in prompt", "").strip(" ,")
+    rest = rest.replace("description in prompt", "").strip(" ,")  # the LoRA rows' prompt is not an ablation
     return kind, bool(rest) and not rest.startswith("rank ")
 
 
