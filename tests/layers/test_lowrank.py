@@ -76,3 +76,21 @@ def test_only_requested_gradients_are_computed():
     out.sum().backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
     assert x.grad is None and b.grad is None and z.grad is None
+
+
+@pytest.mark.parametrize("square", [False, True])
+def test_into_y_without_grad_writes_the_same_sum_into_y_and_with_grad_leaves_y_alone(square):
+    g = torch.Generator().manual_seed(3)
+    x, a, b = torch.randn(2, 3, 5, generator=g), torch.randn(4, 5, generator=g), torch.randn(6, 4, generator=g)
+    z = torch.randn((2, 4, 4) if square else (2, 4), generator=g)
+    y = torch.randn(2, 3, 6, generator=g)
+    with torch.no_grad():
+        expected = modulated_lowrank(y, x, a, b, z, 2.0, square)
+        owned = y.clone()
+        got = modulated_lowrank(owned, x, a, b, z, 2.0, square, into_y=True)
+    assert got is owned and torch.equal(got, expected)  # the same arithmetic, bit for bit, in y's storage
+    assert not torch.equal(expected, y)  # twin: without into_y the caller's y is left as it was
+    with_grad = y.clone().requires_grad_(True)
+    out = modulated_lowrank(with_grad, x, a, b, z, 2.0, square, into_y=True)
+    assert out is not with_grad and torch.equal(with_grad.detach(), y)  # autograd records: y is never written
+    torch.testing.assert_close(out.detach(), expected)

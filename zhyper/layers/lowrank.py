@@ -12,7 +12,10 @@ output. Why a custom function rather than four autograd ops:
 * speed: the six skinny GEMMs (one side of size r) are issued in the orientation BLAS runs fast,
   e.g. h as (A · xᵀ)ᵀ and dL/dB as ((h ⊙ z)ᵀ · g)ᵀ; on CPU these are 2-4x faster than the
   orientations F.linear's autograd picks. The last GEMM adds into y (addmm, in the adapter's dtype,
-  then one rounding to y's dtype) in place of a separate add.
+  then one rounding to y's dtype) in place of a separate add, with s as its alpha in place of a
+  multiply of z. Without grad (generation, serving) ZLinear lets it write into its own base output.
+  At one decode row a call is mostly dispatch, so every op skipped counts: SmolLM2's 60 adapted
+  layers pay this per token (benchmarks/bench_engine.py).
 
 No per-sample or per-token weight copy is ever made: z only touches the (N, r) activations.
 Second-order gradients are not supported (once_differentiable).
@@ -25,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 
 def _modulate(h: torch.Tensor, zs: torch.Tensor, square: bool) -> torch.Tensor:
-    """h (N, r) times z: zs (r,) | (r, r) shared, or (b, r) | (b, r, r) per sample (N = b·n)."""
+    """h (N, r) times a modulation zs: (r,) | (r, r) shared, or (b, r) | (b, r, r) per sample (N = b·n)."""
     r = h.shape[-1]
     if square:
         if zs.dim() == 2:
@@ -36,19 +39,24 @@ def _modulate(h: torch.Tensor, zs: torch.Tensor, square: bool) -> torch.Tensor:
     return (h.reshape(zs.shape[0], -1, r) * zs.unsqueeze(1)).reshape(-1, r)
 
 
-def _forward(y, x, lora_a, lora_b, z, scaling: float, square: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(y, x, lora_a, lora_b, z, scaling: float, square: bool,
+             into_y: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(y + s·B·mod(z)·A·x in y's shape and dtype, h = x·Aᵀ (N, r)): the forward's arithmetic, with or without
-    autograd. Casts that would not change a dtype are skipped (a call at one decode row is mostly dispatch)."""
+    autograd. Casts that would not change a dtype are skipped (a call at one decode row is mostly dispatch).
+    ``into_y``: add into y itself where its dtype is the adapter's (the same arithmetic: addmm copies y first)."""
     adt = lora_a.dtype
-    x2 = x.reshape(-1, x.shape[-1])  # (N, in), x's dtype
-    zs = z * scaling  # the scale folded into the r (or r·r) modulation values
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, in), x's dtype
     x2 = x2 if x2.dtype == adt else x2.to(adt)
     h = (lora_a @ x2.t()).t()  # (N, r), stored transposed: the fast GEMM orientation
-    hz = _modulate(h, zs, square)  # (N, r)
-    y2 = y.reshape(-1, y.shape[-1])  # (N, out)
-    out = torch.addmm(y2 if y2.dtype == adt else y2.to(adt), hz, lora_b.t())
+    hz = _modulate(h, z, square)  # (N, r)
+    y2 = y if y.dim() == 2 else y.reshape(-1, y.shape[-1])  # (N, out)
+    # the scale rides on the last GEMM (addmm's alpha) rather than a multiply of z of its own
+    if into_y and y2.dtype == adt:
+        y2.addmm_(hz, lora_b.t(), alpha=scaling)
+        return y, h
+    out = torch.addmm(y2 if y2.dtype == adt else y2.to(adt), hz, lora_b.t(), alpha=scaling)
     out = out if out.dtype == y.dtype else out.to(y.dtype)  # one rounding to y's dtype, as PEFT
-    return out.view(y.shape), h
+    return out.view_as(y), h  # view_as: view(y.shape) costs 4x as much at one row
 
 
 class ModulatedLowRank(torch.autograd.Function):
@@ -99,14 +107,16 @@ def _grad_modulation(g_hz: torch.Tensor, h: torch.Tensor, z: torch.Tensor, squar
 
 
 def modulated_lowrank(y: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                      z: torch.Tensor, scaling: float, square: bool) -> torch.Tensor:
+                      z: torch.Tensor, scaling: float, square: bool, into_y: bool = False) -> torch.Tensor:
     """y + scaling · ((x Aᵀ) ⊙ z | (x Aᵀ) Zᵀ) Bᵀ, in y's dtype.
 
     Args:
         y: base output (..., out); x: adapter input (..., in), any float dtype (cast to A's).
         lora_a: A (r, in); lora_b: B (out, r); z: in A's dtype, (r,) / (r, r) for all samples or
             (b, r) / (b, r, r) with b = x.shape[0]; square: z is a square Z rather than a diagonal.
+        into_y: without grad, the sum may be written into y itself (and y returned): for a caller that
+            owns y and needs it no more (ZLinear's base output). Ignored when autograd records.
     """
     if not torch.is_grad_enabled():  # no_grad / inference_mode (generation, serving): the same arithmetic,
-        return _forward(y, x, lora_a, lora_b, z, scaling, square)[0]  # without autograd.Function's bookkeeping
+        return _forward(y, x, lora_a, lora_b, z, scaling, square, into_y)[0]  # without autograd.Function's
     return ModulatedLowRank.apply(y, x, lora_a, lora_b, z, scaling, square)

@@ -212,23 +212,24 @@ class ZLinear(nn.Module):
             delta = _per_sample(xd.to(self.adapter_dtype), a_c, b_c) * self.scaling  # (..., out)
             return (y.to(delta.dtype) + delta).to(y.dtype)
         # h = x·Aᵀ (.., r) once for the batch, then ⊙ s·z_b or ·(s·Z_b)ᵀ per sample, then ·Bᵀ, added to y
-        return modulated_lowrank(y, xd, self.lora_A, self.lora_B, z, self.scaling, square=self.mode == "square")
+        return modulated_lowrank(y, xd, self.lora_A, self.lora_B, z, self.scaling, self.mode == "square", into_y=True)
 
     def _check_modulation(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"modulation must be a torch.Tensor, got {type(z).__name__}")
         shape = self.modulation_shape
         # The adapter's dtype as it is now: a bf16 DeepSpeed engine casts lora_A/B to bf16.
-        adt = self.lora_A.dtype if self.lora_A is not None else self.adapter_dtype
-        if tuple(z.shape) == shape:
-            return z.to(adt)
-        if tuple(z.shape[1:]) != shape:
-            raise ValueError(f"modulation has shape {tuple(z.shape)}; expected {shape} (one context) or "
-                             f"(batch, *{shape}) for mode {self.mode!r}, rank {self.rank}")
-        if x.dim() < 2 or z.shape[0] != x.shape[0]:
-            raise ValueError(f"modulation batch size {z.shape[0]} does not match input batch size "
-                             f"{x.shape[0] if x.dim() >= 2 else 'none (x is 1-D)'} (x has shape {tuple(x.shape)})")
-        return z.to(adt)
+        a = self.lora_A
+        adt = self.adapter_dtype if a is None else a.dtype
+        zshape = z.shape  # a torch.Size compares equal to the plain tuple
+        if zshape != shape:
+            if zshape[1:] != shape:
+                raise ValueError(f"modulation has shape {tuple(zshape)}; expected {shape} (one context) or "
+                                 f"(batch, *{shape}) for mode {self.mode!r}, rank {self.rank}")
+            if x.dim() < 2 or zshape[0] != x.shape[0]:
+                raise ValueError(f"modulation batch size {zshape[0]} does not match input batch size "
+                                 f"{x.shape[0] if x.dim() >= 2 else 'none (x is 1-D)'} (x has shape {tuple(x.shape)})")
+        return z if z.dtype == adt else z.to(adt)  # no no-op cast: a call at one decode row is mostly dispatch
 
     @property
     def modulation(self) -> torch.Tensor | None:
