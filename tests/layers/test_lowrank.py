@@ -88,7 +88,11 @@ def test_into_y_without_grad_writes_the_same_sum_into_y_and_with_grad_leaves_y_a
         expected = modulated_lowrank(y, x, a, b, z, 2.0, square)
         owned = y.clone()
         got = modulated_lowrank(owned, x, a, b, z, 2.0, square, into_y=True)
-    assert got is owned and torch.equal(got, expected)  # the same arithmetic, bit for bit, in y's storage
+    assert torch.equal(got, expected) and torch.equal(owned, expected)  # the same arithmetic, bit for bit, in y
+    with torch.no_grad():  # a y that is not contiguous: the sum is still returned (its reshape was a copy)
+        strided = torch.empty(3, 2, 6).transpose(0, 1).copy_(y)  # (2, 3, 6) with the first two dims' strides swapped
+        assert not strided.is_contiguous()
+        torch.testing.assert_close(modulated_lowrank(strided, x, a, b, z, 2.0, square, into_y=True), expected)
     assert not torch.equal(expected, y)  # twin: without into_y the caller's y is left as it was
     with_grad = y.clone().requires_grad_(True)
     out = modulated_lowrank(with_grad, x, a, b, z, 2.0, square, into_y=True)

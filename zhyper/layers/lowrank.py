@@ -52,8 +52,8 @@ def _forward(y, x, lora_a, lora_b, z, scaling: float, square: bool,
     y2 = y if y.dim() == 2 else y.reshape(-1, y.shape[-1])  # (N, out)
     # the scale rides on the last GEMM (addmm's alpha) rather than a multiply of z of its own
     if into_y and y2.dtype == adt:
-        y2.addmm_(hz, lora_b.t(), alpha=scaling)
-        return y, h
+        y2.addmm_(hz, lora_b.t(), alpha=scaling)  # y2 is y's storage unless y was not contiguous
+        return y2.view_as(y), h
     out = torch.addmm(y2 if y2.dtype == adt else y2.to(adt), hz, lora_b.t(), alpha=scaling)
     out = out if out.dtype == y.dtype else out.to(y.dtype)  # one rounding to y's dtype, as PEFT
     return out.view_as(y), h  # view_as: view(y.shape) costs 4x as much at one row
