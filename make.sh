@@ -65,8 +65,9 @@ case "$cmd" in
     setup
     # bf16 at the 4096 shape takes over an hour on CPUs without native bf16: run it by hand if wanted.
     "$PY" benchmarks/bench_zlinear.py --features 576 && "$PY" benchmarks/bench_zlinear.py --features 4096 --dtypes fp32
-    for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py benchmarks/bench_serve.py benchmarks/bench_harness.py; do
+    for b in benchmarks/bench_data.py benchmarks/bench_model.py benchmarks/bench_theory.py benchmarks/bench_train.py benchmarks/bench_serve.py benchmarks/bench_harness.py benchmarks/bench_decode_call.py; do
       echo "== $b"; "$PY" "$b"
-    done ;;
+    done
+    "$PY" benchmarks/bench_engine.py --quick ;;  # the full cases (about 45 min): benchmarks/bench_engine.py
   *) sed -n '2,11p' "$0"; exit 2 ;;
 esac
