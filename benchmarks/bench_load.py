@@ -293,7 +293,8 @@ def start(args, tmp: Path):
 
         checkpoint = make_checkpoint(tmp)
     app, engine = build_app(checkpoint, max_batch=args.max_batch, max_queue=args.max_queue,
-                            cache_size=max(1024, 4 * args.distinct), admit_window=args.admit_window_ms / 1000)
+                            cache_size=max(1024, 4 * args.distinct), admit_window=args.admit_window_ms / 1000,
+                            prefill_tokens=args.prefill_tokens)
     return BackgroundServer(app), engine
 
 
@@ -332,6 +333,7 @@ def parse_args(argv=None):
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-queue", type=int, default=512)
     p.add_argument("--admit-window-ms", type=float, default=5.0)
+    p.add_argument("--prefill-tokens", type=int, default=None, help="the engine's prefill piece size (default: none)")
     p.add_argument("--chaos", type=float, default=0.0, help="share of malformed or extreme requests")
     p.add_argument("--distinct", type=int, default=16, help="distinct (prompt, description) pairs")
     p.add_argument("--ratio-clients", type=int, nargs="*", default=[8, 32, 64], help="empty: skip part 3")

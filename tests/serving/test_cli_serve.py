@@ -32,6 +32,10 @@ def test_serve_rejects_bad_numbers(capsys):
         main(["serve", "--checkpoint", "x", "--max-batch", "0"])
     assert exit_.value.code == 2
     assert "argument --max-batch: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--checkpoint", "x", "--prefill-tokens", "-5"])
+    assert exit_.value.code == 2
+    assert "argument --prefill-tokens: expected an integer >= 1, got '-5'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -42,7 +46,8 @@ def test_zhyper_serve_command_answers_over_http(checkpoint):
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "zhyper", "serve", "--checkpoint", str(checkpoint), "--port",
-                             str(port), "--max-batch", "4", "--cache-size", "8", "--model-name", "tiny"],
+                             str(port), "--max-batch", "4", "--cache-size", "8", "--model-name", "tiny",
+                             "--prefill-tokens", "64"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180

@@ -8,6 +8,8 @@ import threading
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import tiny_llama
 from tests.model_helpers import perturb, small_config, tiny_chat_base
@@ -203,3 +205,46 @@ def test_contexts_file_and_builtin_names(tmp_path):
     (tmp_path / CONTEXTS_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="contexts.json: not valid JSON"):
         load_contexts(tmp_path)
+
+
+@given(lengths=st.lists(st.integers(1, 40), max_size=12), budget=st.integers(1, 120))
+@settings(max_examples=200, deadline=None)
+def test_prefill_pieces_cover_every_row_once_in_order_within_the_budget(lengths, budget):
+    from zhyper.serving.engine import prefill_pieces
+
+    pieces = prefill_pieces(lengths, budget)
+    assert [i for p in pieces for i in p] == list(range(len(lengths)))
+    for p in pieces:
+        assert len(p) == 1 or len(p) * max(lengths[i] for i in p) <= budget
+    for a, b in zip(pieces, pieces[1:]):  # greedy: the next row would not have fitted the piece before
+        assert (len(a) + 1) * max(lengths[i] for i in a + b[:1]) > budget
+    assert prefill_pieces(lengths, None) == ([list(range(len(lengths)))] if lengths else [])
+
+
+def test_a_group_prefilled_in_pieces_answers_as_in_one_and_sends_first_tokens_between_pieces(chat_model):
+    prompts = ["Name a colour.", "Say hello.", "Count to three.", "What is two plus two?"]
+    descriptions = [DESCRIPTIONS[0], None, DESCRIPTIONS[1], DESCRIPTIONS[2]]
+    whole = Engine(chat_model, max_batch=8).start()
+    try:
+        want = whole.generate(prompts, descriptions, max_tokens=5, ignore_eos=True)
+        assert whole.stats["prefills"] == 1
+    finally:
+        whole.stop()
+    log = []
+    pieced = Engine(chat_model, max_batch=8, prefill_tokens=1)  # every prompt a piece of its own
+    forward = pieced._forward
+    pieced._forward = lambda *a, **k: (log.append(("forward", k.get("last_only", a[-1]))), forward(*a, **k))[1]
+    accept = pieced._accept
+    pieced._accept = lambda row, token: (log.append(("accept", None)), accept(row, token))[1]
+    pieced.start()
+    try:
+        got = pieced.generate(prompts, descriptions, max_tokens=5, ignore_eos=True)
+        assert pieced.stats["prefills"] == 4
+    finally:
+        pieced.stop()
+    assert [g["text"] for g in got] == [w["text"] for w in want]
+    kinds = [kind if kind != "forward" else ("prefill" if last else "step") for kind, last in log]
+    # each piece's first token is taken (and its text sent) before the next piece's prefill runs
+    assert kinds[:8] == ["prefill", "accept"] * 4 and kinds[8:] == ["step", "accept", "accept", "accept", "accept"] * 4
+    with pytest.raises(ValueError, match="prefill_tokens: expected None or an int >= 1, got 0"):
+        Engine(chat_model, prefill_tokens=0)

@@ -27,6 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admit-window-ms", type=option(in_range, float, low=0, high=10_000), default=20.0,
                         help="a waiting request waits up to this long for others to share its prefill (default 20; "
                         "0: none); running rows keep decoding meanwhile")
+    parser.add_argument("--prefill-tokens", type=option(positive_int, int), default=None,
+                        help="most prompt tokens (rows x longest prompt) in one prefill; requests admitted together "
+                        "beyond it are prefilled in pieces, each piece's first tokens sent before the next "
+                        "(lower time to first token under bursts; default: one prefill per admission)")
     parser.add_argument("--cache-size", type=option(non_negative_int, int), default=1024,
                         help="descriptions whose modulation is kept (LRU; 0 disables the cache; default 1024)")
     parser.add_argument("--default-max-tokens", type=option(positive_int, int), default=256,
@@ -68,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
           base=args.base, max_batch=args.max_batch, max_queue=args.max_queue, cache_size=args.cache_size,
           default_max_tokens=args.default_max_tokens, model_name=args.model_name,
           builtin_contexts=not args.no_builtin_contexts, admit_window=args.admit_window_ms / 1000,
-          api_key=api_key, limits=limits, drain_timeout=args.drain_timeout)
+          api_key=api_key, limits=limits, drain_timeout=args.drain_timeout, prefill_tokens=args.prefill_tokens)
     return 0

@@ -123,7 +123,7 @@ def _request_id(request) -> str:
 def build_app(checkpoint: str | os.PathLike, base: str | None = None, max_batch: int = 32, max_queue: int = 256,
               cache_size: int = 1024, default_max_tokens: int = 256, model_name: str = DEFAULT_MODEL_NAME,
               builtin_contexts: bool = True, admit_window: float = 0.0, api_key: str | None = None,
-              limits: Limits | None = None):
+              limits: Limits | None = None, prefill_tokens: int | None = None):
     """Load ``checkpoint`` and return (app, engine): the app ready for any ASGI server."""
     from zhyper.model import ZhyperModel
 
@@ -132,7 +132,7 @@ def build_app(checkpoint: str | os.PathLike, base: str | None = None, max_batch:
     contexts = context_table(checkpoint, builtin=builtin_contexts)  # a malformed contexts.json fails before the load
     model = ZhyperModel.from_pretrained(checkpoint, base_model=base).eval()
     engine = Engine(model, max_batch=max_batch, max_queue=max_queue, cache_size=cache_size,
-                    default_max_tokens=default_max_tokens, admit_window=admit_window)
+                    default_max_tokens=default_max_tokens, admit_window=admit_window, prefill_tokens=prefill_tokens)
     app = create_app(engine, contexts, model_name, str(Path(checkpoint)), api_key=api_key, limits=limits)
     return app, engine
 

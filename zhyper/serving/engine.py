@@ -16,8 +16,11 @@ one has waited that long or the free rows are all claimed, so requests arriving 
 apart share one prefill; the running rows keep decoding while the window is open.
 
     admit   prompts of the new rows, left-padded to their longest, one forward with their
-            modulation rows into a fresh cache -> each row's first token; merged into the running
-            batch (``RunningBatch.merge``)
+            modulation rows into a fresh cache -> each row's first token, sent at once; merged into
+            the running batch (``RunningBatch.merge``). With ``prefill_tokens``, an admitted group
+            whose padded prompts hold more tokens is prefilled in pieces (``prefill_pieces``), each
+            piece's first tokens sent before the next piece runs: requests that arrive together then
+            get their first token one piece apart instead of all after the whole prefill
     step    one token for every row (``RunningBatch.step_inputs``); the batch's modulation stays
             installed on every ZLinear (``model.conditioned``, held open) while the batch is unchanged
     leave   rows that finished (end of turn, a stop string, max_tokens, cancelled, failed) are dropped
@@ -49,7 +52,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .cache import ModulationCache, cat_rows
+from .cache import ModulationCache, cat_rows, select_rows
 from .kv import RunningBatch, new_cache
 from .logsafe import safe_logger
 from .requests import (MAX_DESCRIPTIONS, SEED_MAX, SEED_MIN, EngineStopped, Event, QueueFull, Request,
@@ -74,10 +77,13 @@ class Engine:
         cache_size: entries of the description -> modulation LRU (0 disables it).
         default_max_tokens: max_tokens of a request that sets none (capped by the context length).
         admit_window: seconds a waiting request may wait for others to share its prefill (0: none).
+        prefill_tokens: most padded prompt tokens (rows x longest prompt) in one prefill forward; a larger
+            admitted group is prefilled in pieces, each piece's first tokens sent before the next
+            (None: one forward per admission).
     """
 
     def __init__(self, model, max_batch: int = 32, max_queue: int = 256, cache_size: int = 1024,
-                 default_max_tokens: int = 256, admit_window: float = 0.0):
+                 default_max_tokens: int = 256, admit_window: float = 0.0, prefill_tokens: int | None = None):
         for name, value, low in (("max_batch", max_batch, 1), ("max_queue", max_queue, 1),
                                  ("default_max_tokens", default_max_tokens, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -85,6 +91,10 @@ class Engine:
         if isinstance(admit_window, bool) or not isinstance(admit_window, (int, float)) or not 0 <= admit_window <= 10:
             raise ValueError(f"admit_window: expected seconds in [0, 10], got {admit_window!r}")
         self.admit_window = float(admit_window)
+        if prefill_tokens is not None and (not isinstance(prefill_tokens, int) or isinstance(prefill_tokens, bool)
+                                           or prefill_tokens < 1):
+            raise ValueError(f"prefill_tokens: expected None or an int >= 1, got {prefill_tokens!r}")
+        self.prefill_tokens = prefill_tokens
         self.listeners: list[Callable[[str, object], None]] = []  # ("step", rows) and ("admit", [queue waits])
         if model.tokenizer is None:
             raise ValueError("model: the engine needs a tokenizer (load the checkpoint with its base model's)")
@@ -389,18 +399,29 @@ class Engine:
         rows, modulation = self._new_rows(requests)
         if not rows:
             return
-        self.stats["prompt_tokens"] += sum(len(row.request.prompt_ids) for row in rows)
+        lengths = [len(row.request.prompt_ids) for row in rows]
+        self.stats["prompt_tokens"] += sum(lengths)
+        prefilled = []
+        for piece in prefill_pieces(lengths, self.prefill_tokens):
+            mine = [rows[i] for i in piece]
+            mod = modulation if len(piece) == len(rows) else select_rows(modulation, torch.tensor(piece))
+            cache, mask, tokens = self._prefill(mine, mod)
+            for row, token in zip(mine, tokens.tolist()):  # first tokens out before the next piece's prefill
+                self._accept(row, token)
+            prefilled.append((mine, cache, mask, tokens, mod))
+        for piece in prefilled:  # rows that finished on their first token leave at the next _drop_finished
+            self._batch.merge(*piece)
+        self.stats["peak_rows"] = max(self.stats["peak_rows"], len(self._batch))
+
+    def _prefill(self, rows: list[Row], modulation):
+        """One prefill forward of ``rows`` with their modulation rows: (their cache, mask, first tokens)."""
         ids, mask = self._prompts([row.request for row in rows])
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as HF generate does for left padding
         cache = new_cache(RunningBatch.room_for(rows))
         with self.model.conditioned(modulation):  # inside the running batch's held one, which it restores
             logits = self._forward(ids, mask, pos, cache, last_only=True)
         self.stats["prefills"] += 1
-        tokens = self._choose(logits, rows)
-        self._batch.merge(rows, cache, mask, tokens, modulation)
-        self.stats["peak_rows"] = max(self.stats["peak_rows"], len(self._batch))
-        for row, token in zip(rows, tokens.tolist()):
-            self._accept(row, token)
+        return cache, mask, self._choose(logits, rows)
 
     def _step(self) -> None:
         batch = self._batch
@@ -434,6 +455,22 @@ class Engine:
             self._release()
         for row in done:
             row.send_final()
+
+
+def prefill_pieces(lengths: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Consecutive groups of row indices whose padded prompts (rows x longest) hold at most ``budget`` tokens;
+    a prompt longer than the budget is a piece alone. ``budget`` None: one piece of every row."""
+    if budget is None:
+        return [list(range(len(lengths)))] if lengths else []
+    pieces, longest = [], 0
+    for i, n in enumerate(lengths):
+        if pieces and max(longest, n) * (len(pieces[-1]) + 1) <= budget:
+            pieces[-1].append(i)
+            longest = max(longest, n)
+        else:
+            pieces.append([i])
+            longest = n
+    return pieces
 
 
 def _combined(request: Request, rows: list):
