@@ -114,8 +114,9 @@ def modulated_lowrank(y: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lo
         y: base output (..., out); x: adapter input (..., in), any float dtype (cast to A's).
         lora_a: A (r, in); lora_b: B (out, r); z: in A's dtype, (r,) / (r, r) for all samples or
             (b, r) / (b, r, r) with b = x.shape[0]; square: z is a square Z rather than a diagonal.
-        into_y: without grad, the sum may be written into y itself (and y returned): for a caller that
-            owns y and needs it no more (ZLinear's base output). Ignored when autograd records.
+        into_y: without grad, the sum may be written into y itself (the result then shares y's storage):
+            for a caller that owns y and needs it no more (ZLinear's base output). Ignored when autograd
+            records.
     """
     if not torch.is_grad_enabled():  # no_grad / inference_mode (generation, serving): the same arithmetic,
         return _forward(y, x, lora_a, lora_b, z, scaling, square, into_y)[0]  # without autograd.Function's
