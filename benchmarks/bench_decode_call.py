@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,29 +32,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved  # noqa: E402
 
 SHAPES = {"q_proj": (576, 576), "v_proj": (576, 192)}
-RANK, ALPHA = 8, 16.0
+RANK = 8
 
 
 def layers(d_in: int, d_out: int):
     """(nn.Linear, PEFT lora.Linear, ZLinear) over the same W, A, B."""
-    from peft import LoraConfig
-    from peft.tuners.lora import Linear as PeftLinear
+    from bench_zlinear import ALPHA, peft_linear
 
     from zhyper.layers.zlinear import ZLinear
 
     g = torch.Generator().manual_seed(0)
     base = nn.Linear(d_in, d_out, bias=False).requires_grad_(False)
-    A, B = torch.randn(RANK, d_in, generator=g) / d_in**0.5, torch.randn(d_out, RANK, generator=g) / RANK**0.5
-    peft = PeftLinear(nn.Linear(d_in, d_out, bias=False), "default", config=LoraConfig(r=RANK, lora_alpha=ALPHA),
-                      r=RANK, lora_alpha=ALPHA)
-    zl = ZLinear.from_linear(nn.Linear(d_in, d_out, bias=False), rank=RANK, alpha=ALPHA)
-    with torch.no_grad():
-        for w in (peft.base_layer.weight, zl.weight):
-            w.copy_(base.weight)
-        for a, b in ((peft.lora_A["default"].weight, peft.lora_B["default"].weight), (zl.lora_A, zl.lora_B)):
-            a.copy_(A)
-            b.copy_(B)
-    return base, peft.eval(), zl.eval()
+    A = nn.Parameter(torch.randn(RANK, d_in, generator=g) / d_in**0.5)
+    B = nn.Parameter(torch.randn(d_out, RANK, generator=g) / RANK**0.5)
+    zl = ZLinear.from_linear(base, rank=RANK, alpha=ALPHA)  # shares base's weight
+    zl.lora_A, zl.lora_B = A, B
+    return base, peft_linear(base.weight, A, B, RANK, torch.float32).eval(), zl.eval()
 
 
 def case(name: str, rows: int, calls: int, reps: int) -> dict:

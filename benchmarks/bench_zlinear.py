@@ -55,12 +55,13 @@ def _zlinear(base: nn.Linear, A: nn.Parameter, B: nn.Parameter, r: int, mode: st
     return layer
 
 
-def _peft_linear(W, A, B, d: int, r: int, dtype: torch.dtype):
-    """PEFT's LoRA Linear holding the same W, A, B."""
+def peft_linear(W, A, B, r: int, dtype: torch.dtype):
+    """PEFT's LoRA Linear holding the same W (out, in), A, B (the tensors themselves, not copies)."""
     from peft import LoraConfig
     from peft.tuners.lora import Linear as PeftLinear
 
-    layer = PeftLinear(nn.Linear(d, d, bias=False, dtype=dtype), "default",
+    d_out, d_in = W.shape
+    layer = PeftLinear(nn.Linear(d_in, d_out, bias=False, dtype=dtype), "default",
                        config=LoraConfig(r=r, lora_alpha=ALPHA), r=r, lora_alpha=ALPHA)
     layer.base_layer.weight = W
     layer.lora_A["default"].weight = A
@@ -81,7 +82,7 @@ def make_peers(b: int, t: int, d: int, r: int, dtype: torch.dtype):
     Z = (torch.eye(r) + 0.1 * torch.randn(b, r, r, generator=g)).requires_grad_(True)
 
     zl = {mode: _zlinear(base, A, B, r, mode) for mode in ("diag", "square")}
-    peft_layer = _peft_linear(W, A, B, d, r, dtype)
+    peft_layer = peft_linear(W, A, B, r, dtype)
     y0 = F.linear(x, W).detach()  # a constant base output, for the adapter-path-only peers
 
     def floor(base):
